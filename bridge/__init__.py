@@ -1,0 +1,1 @@
+"""spc-bridge: Statistical Process Control between shop-floor MQTT and SCADA/dashboards."""

@@ -1,0 +1,343 @@
+"""One characteristic's chart as a stream: samples go in one at a time, evaluations come out.
+
+Phase I (baseline): the first ``baseline`` samples are collected without zones; when the last
+arrives, the limits are computed from them and every baseline sample is evaluated against them
+in order (so the result is what evaluating the whole series at once gives), then monitoring
+(phase II) goes on with those limits fixed until ``recalculate`` or ``start_baseline``. If the
+baseline cannot give a sigma yet (e.g. subgroups of one), it is extended until it can.
+
+The state is a small JSON-serialisable dict (``state()`` / ``Evaluator(spec, state)``): the
+baseline points (at most ``baseline`` of them), the parameters, the rule trackers' bit masks
+and running moments, so one evaluation costs the same whatever the length of the history.
+"""
+
+from dataclasses import dataclass
+from math import isfinite, sqrt
+from typing import Any, Iterable, NamedTuple, Sequence
+
+from bridge.spc.capability import Capability, capability
+from bridge.spc.charts import DISPERSION, SIGMA_ESTIMATORS, Point, SampleError
+from bridge.spc.rules import RuleSpec, RuleTracker
+from bridge.spc.spec import ChartSpec
+from bridge.spc.zones import classify
+
+BASELINE = "baseline"
+MONITORING = "monitoring"
+_STATE_VERSION = 1
+
+
+class Limits(NamedTuple):
+    """Centre line, control limits and the 1-sigma distances of one chart at one n."""
+
+    center: float
+    ucl: float
+    lcl: float
+    sd_upper: float
+    sd_lower: float
+
+
+class Params(NamedTuple):
+    """The established chart parameters, per unit (n = 1) of the plotted statistic."""
+
+    center: float
+    sigma_upper: float
+    sigma_lower: float
+    sigma: float  # process sigma: dispersion charts and capability
+
+
+class Violation(NamedTuple):
+    """A rule that fired at a sample, on one chart (``i``, ``mr``, ``xbar``, ``r``, ...)."""
+
+    index: int
+    rule_id: int
+    rule_name: str
+    severity: str
+    chart: str
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """The verdict on one sample (``zone`` and ``in_control`` are None during the baseline)."""
+
+    index: int
+    value: float
+    n: int
+    spread: float | None
+    zone: str | None
+    in_control: bool | None
+    limits: Limits | None
+    violations: list[Violation]
+
+
+class _Moments:
+    """Running count, mean and sum of squared deviations of all measurements (Chan/Welford)."""
+
+    __slots__ = ("count", "mean", "m2")
+
+    def __init__(self, count: float = 0, mean: float = 0.0, m2: float = 0.0) -> None:
+        self.count, self.mean, self.m2 = int(count), float(mean), float(m2)
+
+    def add(self, p: Point) -> None:
+        n = self.count + p.n
+        delta = p.value - self.mean
+        self.mean += delta * p.n / n
+        self.m2 += p.m2 + delta * delta * self.count * p.n / n
+        self.count = n
+
+
+class Evaluator:
+    """Streaming control chart of one characteristic (see the module docstring)."""
+
+    def __init__(self, spec: ChartSpec, state: dict[str, Any] | None = None) -> None:
+        self.spec = spec
+        self._type = spec.type
+        self._estimate = SIGMA_ESTIMATORS.get(spec.sigma_method or "")
+        self._dispersion = DISPERSION.get(self._type.dispersion or "")
+        self._primary = RuleTracker(spec.rules)
+        self._spread = RuleTracker(spec.dispersion_rules)
+        self._rule_specs: dict[tuple[str, int], RuleSpec] = {
+            **{(self._type.primary, r.id): r for r in spec.rules},
+            **{(self._type.dispersion or "", r.id): r for r in spec.dispersion_rules},
+        }
+        self._cache: dict[int, tuple[Limits, Limits | None]] = {}
+        self.count = 0
+        self.limits_version = 0
+        self.baseline_start = 0
+        self.baseline: list[Point] = []
+        self.excluded: set[int] = set()
+        self.params: Params | None = None
+        self._last: float | None = None
+        self._moments = _Moments()
+        if state is not None:
+            self._restore(state)
+        elif not spec.needs_baseline:
+            self._set_params(self._params_from(()))
+
+    # ----------------------------------------------------------------- inputs
+    def add_values(self, values: Sequence[float]) -> list[Evaluation]:
+        """Add one subgroup of measurements (one value for an individuals chart)."""
+        nominal = self.spec.subgroup_size
+        if not values:
+            raise SampleError("a sample needs at least one measurement")
+        if len(values) > nominal:
+            raise SampleError(f"subgroup of {len(values)} values exceeds subgroup_size {nominal}")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not isfinite(v):
+                raise SampleError(f"measurement {v!r} is not a finite number")
+        point = self._type.point_from_values(values)
+        if self._type.dispersion == "mr":
+            last, self._last = self._last, point.value
+            if last is not None:
+                point = Point(point.value, 1, point.total, 0.0, abs(point.value - last))
+        return self._add(point)
+
+    def add_count(self, count: float, n: int | None = None) -> list[Evaluation]:
+        """Add one attribute sample: ``count`` defectives (p, np) or defects (c, u) in ``n``."""
+        name = self._type.name
+        if isinstance(count, bool) or not isinstance(count, (int, float)) or not isfinite(count):
+            raise SampleError(f"count {count!r} is not a finite number")
+        if count < 0 or count != int(count):
+            raise SampleError(f"count {count!r} must be a whole number >= 0")
+        if name == "c":
+            if n is not None and n != self.spec.subgroup_size:
+                raise SampleError("a c chart has a constant area of opportunity; use a u chart")
+            n = 1
+        elif n is None:
+            n = self.spec.subgroup_size
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise SampleError(f"sample size n={n!r} must be a whole number >= 1")
+        if name in ("p", "np") and count > n:
+            raise SampleError(f"count {count:g} exceeds the sample size n={n}")
+        return self._add(self._type.point_from_count(count, n))
+
+    # ------------------------------------------------------------- evaluation
+    def _add(self, point: Point) -> list[Evaluation]:
+        index = self.count
+        self.count += 1
+        if self._type.statistic is None:
+            self._moments.add(point)
+        if self.params is not None:
+            return [self._evaluate(index, point)]
+        self.baseline.append(point)
+        if len(self.baseline) < self.spec.baseline or not self._establish():
+            return [Evaluation(index, point.value, point.n, self._spread_of(point),
+                               None, None, None, [])]
+        return [self._evaluate(self.baseline_start + i, p) for i, p in enumerate(self.baseline)]
+
+    def _spread_of(self, point: Point) -> float | None:
+        return self._dispersion[0](point) if self._dispersion else None
+
+    def _evaluate(self, index: int, point: Point) -> Evaluation:
+        limits, spread_limits = self._limits_at(point.n)
+        x = point.value
+        holding, fired = self._primary.step(x, *limits)
+        violations = [self._violation(index, self._type.primary, r) for r in fired]
+        spread = self._spread_of(point)
+        if spread is not None and spread_limits is not None:
+            spread_holding, fired = self._spread.step(spread, *spread_limits)
+            holding |= spread_holding
+            violations += [self._violation(index, self._type.dispersion or "", r) for r in fired]
+        return Evaluation(index, x, point.n, spread, classify(x, *limits), not holding,
+                          limits, violations)
+
+    def _violation(self, index: int, chart: str, rule_id: int) -> Violation:
+        rule = self._rule_specs[(chart, rule_id)]
+        return Violation(index, rule_id, rule.name, rule.severity, chart)
+
+    # ----------------------------------------------------------------- limits
+    def limits(self, n: int | None = None) -> tuple[Limits, Limits | None] | None:
+        """Primary and dispersion limits for subgroup size n (nominal by default)."""
+        if self.params is None:
+            return None
+        return self._limits_at(self.spec.subgroup_size if n is None else n)
+
+    def _limits_at(self, n: int) -> tuple[Limits, Limits | None]:
+        cached = self._cache.get(n)
+        if cached is None:
+            cached = self._cache[n] = (self._primary_limits(n), self._spread_limits(n))
+        return cached
+
+    def _primary_limits(self, n: int) -> Limits:
+        spec, kind, p = self.spec, self._type, self.params
+        assert p is not None
+        cf, sf = kind.center_factor(n), kind.sigma_factor(n)
+        nominal = n == spec.subgroup_size
+        center = spec.center if nominal and spec.center is not None else p.center * cf
+        sd_up, sd_lo = p.sigma_upper * sf, p.sigma_lower * sf
+        ucl = spec.ucl if nominal and spec.ucl is not None else center + 3.0 * sd_up
+        lcl = spec.lcl if nominal and spec.lcl is not None else center - 3.0 * sd_lo
+        if kind.nonnegative and lcl < 0.0:
+            lcl = 0.0
+        return Limits(center, ucl, lcl, sd_up, sd_lo)
+
+    def _spread_limits(self, n: int) -> Limits | None:
+        if self._dispersion is None or (self._type.dispersion != "mr" and n < 2):
+            return None
+        assert self.params is not None
+        center, sd = self._dispersion[1](self.params.sigma, n)
+        return Limits(center, center + 3.0 * sd, max(0.0, center - 3.0 * sd), sd, sd)
+
+    def _params_from(self, points: Sequence[Point]) -> Params | None:
+        """Parameters from the fixed values of the spec, the rest estimated from ``points``."""
+        spec, kind = self.spec, self._type
+        nominal = spec.subgroup_size
+        if spec.center is not None:
+            center = spec.center / kind.center_factor(nominal)
+        elif points:
+            center = sum(p.total for p in points) / sum(p.n for p in points)
+        else:
+            return None
+        sigma = spec.sigma
+        if sigma is None and kind.sigma_from_center is not None:
+            sigma = kind.sigma_from_center(center)
+        scale = 3.0 * kind.sigma_factor(nominal)
+        upper = (spec.ucl - spec.center) / scale if spec.ucl is not None and spec.center is not None else None
+        lower = (spec.center - spec.lcl) / scale if spec.lcl is not None and spec.center is not None else None
+        if sigma is None and upper is not None and lower is not None:
+            sigma = (upper + lower) / 2.0
+        if sigma is None and self._estimate is not None:
+            sigma = self._estimate(points)
+        if sigma is None:
+            return None
+        return Params(center, sigma if upper is None else upper,
+                      sigma if lower is None else lower, sigma)
+
+    def _set_params(self, params: Params | None) -> bool:
+        if params is None:
+            return False
+        self.params = params
+        self._cache.clear()
+        self._primary.reset()
+        self._spread.reset()
+        self.limits_version += 1
+        return True
+
+    def _establish(self) -> bool:
+        included = [p for i, p in enumerate(self.baseline, self.baseline_start)
+                    if i not in self.excluded]
+        return self._set_params(self._params_from(included))
+
+    # ------------------------------------------------------- operator actions
+    def recalculate(self, exclude: Iterable[int] = ()) -> Params:
+        """Recompute the limits from the baseline without the samples at ``exclude``."""
+        if not self.spec.needs_baseline:
+            raise ValueError("the limits are fixed in the configuration; there is no baseline")
+        if self.params is None:
+            raise ValueError("the baseline is not complete yet")
+        excluded = set(exclude)
+        stop = self.baseline_start + len(self.baseline)
+        outside = sorted(i for i in excluded if not self.baseline_start <= i < stop)
+        if outside:
+            raise ValueError(
+                f"samples {outside} are not in the baseline "
+                f"({self.baseline_start}..{stop - 1})"
+            )
+        previous, self.excluded = self.excluded, excluded
+        if not self._establish():
+            self.excluded = previous
+            raise ValueError("too few baseline samples left to estimate the limits")
+        self._moments = _Moments()
+        for i, p in enumerate(self.baseline, self.baseline_start):
+            if i not in excluded and self._type.statistic is None:
+                self._moments.add(p)
+        assert self.params is not None
+        return self.params
+
+    def start_baseline(self) -> None:
+        """Start a new phase I: the next ``baseline`` samples set new limits."""
+        if not self.spec.needs_baseline:
+            raise ValueError("the limits are fixed in the configuration; there is no baseline")
+        self.params = None
+        self.baseline = []
+        self.excluded = set()
+        self.baseline_start = self.count
+        self._moments = _Moments()
+        self.limits_version += 1
+
+    @property
+    def phase(self) -> str:
+        """``baseline`` while phase-I samples are collected, else ``monitoring``."""
+        return MONITORING if self.params is not None else BASELINE
+
+    def capability(self) -> Capability | None:
+        """Cp, Cpk, Pp, Ppk when spec limits exist and the limits are established."""
+        spec, p, m = self.spec, self.params, self._moments
+        if p is None or (spec.usl is None and spec.lsl is None) or m.count == 0:
+            return None
+        overall = sqrt(m.m2 / (m.count - 1)) if m.count > 1 else None
+        return capability(spec.usl, spec.lsl, m.mean, p.sigma, overall)
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume, as plain JSON-serialisable values."""
+        m = self._moments
+        return {
+            "version": _STATE_VERSION,
+            "count": self.count,
+            "limits_version": self.limits_version,
+            "baseline_start": self.baseline_start,
+            "baseline": [list(p) for p in self.baseline],
+            "excluded": sorted(self.excluded),
+            "params": list(self.params) if self.params is not None else None,
+            "last": self._last,
+            "primary": self._primary.state(),
+            "spread": self._spread.state(),
+            "moments": [m.count, m.mean, m.m2],
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"unsupported evaluator state version {state.get('version')!r}")
+        self.count = int(state["count"])
+        self.limits_version = int(state["limits_version"])
+        self.baseline_start = int(state["baseline_start"])
+        self.baseline = [Point(*p) for p in state["baseline"]]
+        self.excluded = set(state["excluded"])
+        self._last = state["last"]
+        self._moments = _Moments(*state["moments"])
+        if not self.spec.needs_baseline:
+            self.params = self._params_from(())  # the configuration wins over a stored state
+        elif state["params"] is not None:
+            self.params = Params(*state["params"])
+        self._primary.restore(state["primary"])
+        self._spread.restore(state["spread"])

@@ -1,0 +1,86 @@
+"""What the engine needs to know about one characteristic's chart (no I/O, no wire formats)."""
+
+from dataclasses import dataclass, field
+from math import isfinite
+
+from bridge.spc.charts import CHART_TYPES, ChartType
+from bridge.spc.constants import MAX_SUBGROUP
+from bridge.spc.rules import PRESETS, RuleSpec
+
+DEFAULT_BASELINE = 25
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    """A characteristic's chart: type, subgroup size, where limits come from, rules, specs.
+
+    ``center``, ``ucl`` and ``lcl`` are fixed values of the plotted statistic at the nominal
+    subgroup size; ``sigma`` is the process (per-unit) standard deviation, as qcc's std.dev.
+    Any of them left out is estimated from the first ``baseline`` samples; when none is
+    needed, the chart monitors from the first sample.
+    """
+
+    chart: str = "imr"
+    subgroup_size: int = 1
+    baseline: int = DEFAULT_BASELINE
+    center: float | None = None
+    ucl: float | None = None
+    lcl: float | None = None
+    sigma: float | None = None
+    sigma_method: str | None = None
+    rules: tuple[RuleSpec, ...] = PRESETS["nelson"]
+    dispersion_rules: tuple[RuleSpec, ...] = PRESETS["rule1"]
+    usl: float | None = None
+    lsl: float | None = None
+    type: ChartType = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            kind = CHART_TYPES[self.chart]
+        except KeyError:
+            raise ValueError(
+                f"unknown chart {self.chart!r}: choose one of {', '.join(CHART_TYPES)}"
+            ) from None
+        object.__setattr__(self, "type", kind)
+        n = self.subgroup_size
+        if kind.name == "imr" and n != 1:
+            raise ValueError("an imr chart has subgroup_size 1; use xbar_r or xbar_s for subgroups")
+        if kind.dispersion in ("r", "s") and not 2 <= n <= MAX_SUBGROUP:
+            raise ValueError(f"subgroup_size of an {kind.name} chart must be 2..{MAX_SUBGROUP}")
+        if kind.attribute and n < 1:
+            raise ValueError("subgroup_size (the nominal sample size) must be at least 1")
+        if self.baseline < 2:
+            raise ValueError("baseline must be at least 2 samples")
+        method = self.sigma_method or kind.sigma_methods[0]
+        if method not in kind.sigma_methods:
+            raise ValueError(
+                f"sigma_method {method!r} does not apply to a {kind.name} chart: "
+                f"choose one of {kind.sigma_methods}"
+            )
+        object.__setattr__(self, "sigma_method", method)
+        for name in ("center", "ucl", "lcl", "sigma", "usl", "lsl"):
+            value = getattr(self, name)
+            if value is not None and not isfinite(value):
+                raise ValueError(f"{name} must be a finite number")
+        if self.sigma is not None and self.sigma <= 0:
+            raise ValueError("sigma must be positive")
+        c, u, lo = self.center, self.ucl, self.lcl
+        if (u is not None or lo is not None) and c is None:
+            raise ValueError("fixed ucl/lcl need a fixed center (limits may be asymmetric)")
+        if c is not None and ((u is not None and u <= c) or (lo is not None and lo >= c)):
+            raise ValueError("fixed limits must satisfy lcl < center < ucl")
+        if self.usl is not None and self.lsl is not None and self.usl <= self.lsl:
+            raise ValueError("usl must be above lsl")
+        if kind.attribute and (self.usl is not None or self.lsl is not None):
+            raise ValueError("spec limits (usl/lsl) apply to measurement charts only")
+        for rule in (*self.rules, *self.dispersion_rules):
+            rule.validate()
+
+    @property
+    def needs_baseline(self) -> bool:
+        """True when some parameter must be estimated from phase-I samples."""
+        if self.center is None:
+            return True
+        if self.type.attribute or self.sigma is not None:
+            return False
+        return self.ucl is None or self.lcl is None
