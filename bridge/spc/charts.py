@@ -153,8 +153,6 @@ class ChartType:
 
     def point_from_values(self, values: Sequence[float]) -> Point:
         """Statistics of a subgroup of measurements (the moving range is the evaluator's)."""
-        if self.statistic is not None:
-            raise SampleError(f"a {self.name} chart takes counts, not measurements")
         n = len(values)
         if n == 1:
             v = float(values[0])
@@ -166,8 +164,7 @@ class ChartType:
 
     def point_from_count(self, count: float, n: int) -> Point:
         """Statistics of an attribute sample: ``count`` defects or defectives among ``n``."""
-        if self.statistic is None:
-            raise SampleError(f"a {self.name} chart takes measurements, not counts")
+        assert self.statistic is not None
         return Point(self.statistic(count, n), n, float(count), 0.0, None)
 
 

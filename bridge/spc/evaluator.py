@@ -114,8 +114,10 @@ class Evaluator:
             self._set_params(self._params_from(()))
 
     # ----------------------------------------------------------------- inputs
-    def add_values(self, values: Sequence[float]) -> list[Evaluation]:
-        """Add one subgroup of measurements (one value for an individuals chart)."""
+    def check_values(self, values: Sequence[float]) -> None:
+        """Raise SampleError unless ``values`` can be added as one subgroup."""
+        if self._type.attribute:
+            raise SampleError(f"a {self._type.name} chart takes counts, not measurements")
         nominal = self.spec.subgroup_size
         if not values:
             raise SampleError("a sample needs at least one measurement")
@@ -124,6 +126,10 @@ class Evaluator:
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not isfinite(v):
                 raise SampleError(f"measurement {v!r} is not a finite number")
+
+    def add_values(self, values: Sequence[float]) -> list[Evaluation]:
+        """Add one subgroup of measurements (one value for an individuals chart)."""
+        self.check_values(values)
         point = self._type.point_from_values(values)
         if self._type.dispersion == "mr":
             last, self._last = self._last, point.value
@@ -131,9 +137,11 @@ class Evaluator:
                 point = Point(point.value, 1, point.total, 0.0, abs(point.value - last))
         return self._add(point)
 
-    def add_count(self, count: float, n: int | None = None) -> list[Evaluation]:
-        """Add one attribute sample: ``count`` defectives (p, np) or defects (c, u) in ``n``."""
+    def check_count(self, count: float, n: int | None) -> int:
+        """The sample size to chart ``count`` with; SampleError if the pair is unusable."""
         name = self._type.name
+        if not self._type.attribute:
+            raise SampleError(f"a {name} chart takes measurements, not counts")
         if isinstance(count, bool) or not isinstance(count, (int, float)) or not isfinite(count):
             raise SampleError(f"count {count!r} is not a finite number")
         if count < 0 or count != int(count):
@@ -141,14 +149,19 @@ class Evaluator:
         if name == "c":
             if n is not None and n != self.spec.subgroup_size:
                 raise SampleError("a c chart has a constant area of opportunity; use a u chart")
-            n = 1
-        elif n is None:
+            return 1
+        if n is None:
             n = self.spec.subgroup_size
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise SampleError(f"sample size n={n!r} must be a whole number >= 1")
         if name in ("p", "np") and count > n:
             raise SampleError(f"count {count:g} exceeds the sample size n={n}")
-        return self._add(self._type.point_from_count(count, n))
+        return n
+
+    def add_count(self, count: float, n: int | None = None) -> list[Evaluation]:
+        """Add one attribute sample: ``count`` defectives (p, np) or defects (c, u) in ``n``."""
+        size = self.check_count(count, n)
+        return self._add(self._type.point_from_count(count, size))
 
     # ------------------------------------------------------------- evaluation
     def _add(self, point: Point) -> list[Evaluation]:

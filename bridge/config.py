@@ -1,0 +1,444 @@
+"""Settings of ``spc-bridge run`` (options and environment) and the characteristics file (TOML)."""
+
+import argparse
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from json import dumps
+from math import isfinite
+from pathlib import Path
+from typing import Any, Literal, cast
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo
+from pydantic import field_validator, model_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from bridge.spc.charts import CHART_TYPES
+from bridge.spc.rules import resolve_rules
+from bridge.spc.spec import DEFAULT_BASELINE, ChartSpec
+
+
+class ConfigError(Exception):
+    """A setting or the characteristics file is wrong; the message says where and why."""
+
+
+# --- the characteristics file ---------------------------------------------------------------
+
+OUR_TOPIC_ROOT = "spc"                  # spc/<id>/... and spc/bridge/state are the bridge's own
+MAX_TOPIC_BYTES = 65535                 # an MQTT UTF-8 string is at most 65535 bytes
+MAX_ID = 2**31 - 1                      # ids are stored in a 32-bit integer column
+UNGROUPED_CHARTS = ("imr", "c")         # charts whose subgroup_size defaults to 1
+
+RuleSelection = str | list[int | dict[str, int | str]]
+
+# ChartSpec's arguments in the order CharacteristicConfig declares them (rules are checked alone).
+_SPEC_FIELDS = (
+    "chart", "subgroup_size", "baseline", "center", "ucl", "lcl", "sigma", "sigma_method",
+    "usl", "lsl",
+)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_rule_item(item: object) -> bool:
+    if _is_int(item):
+        return True
+    return isinstance(item, dict) and all(
+        isinstance(value, str) if key == "severity" else _is_int(value)
+        for key, value in item.items()
+    )
+
+
+def _build_spec(values: dict[str, Any]) -> ChartSpec:
+    """The engine's spec from validated config values (rule selections resolved)."""
+    spec_args = dict(values)
+    for key in ("rules", "dispersion_rules"):
+        if key in spec_args:
+            spec_args[key] = resolve_rules(spec_args[key])
+    return ChartSpec(**spec_args)
+
+
+class CharacteristicConfig(BaseModel):
+    """One ``[[characteristic]]`` table: where its gauge publishes and how it is charted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: int = Field(gt=0, le=MAX_ID, description="names the topics spc/<id>/...")
+    name: str
+    topic: str = Field(description="the MQTT topic its gauge publishes on (no wildcards)")
+    chart: str = Field(description="imr | xbar_r | xbar_s | p | np | c | u")
+    subgroup_size: int = Field(default=None, validate_default=True)
+    baseline: int = DEFAULT_BASELINE
+    center: float | None = None
+    ucl: float | None = None
+    lcl: float | None = None
+    sigma: float | None = None
+    sigma_method: str | None = None
+    usl: float | None = None
+    lsl: float | None = None
+    rules: RuleSelection = "nelson"
+    dispersion_rules: RuleSelection = "rule1"
+
+    _spec: ChartSpec = PrivateAttr()
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("must not be empty")
+        return name
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_name(cls, topic: str) -> str:
+        if "+" in topic or "#" in topic:
+            raise ValueError(f"{topic!r} has a wildcard (+ or #): give the exact topic the gauge uses")
+        if topic.startswith("$"):
+            raise ValueError(f"{topic!r} starts with '$', which brokers reserve for themselves")
+        if "" in topic.split("/"):
+            raise ValueError(f"{topic!r} has an empty level (a leading, trailing or double '/')")
+        if topic.split("/")[0] == OUR_TOPIC_ROOT:
+            raise ValueError(f"{topic!r} is in {OUR_TOPIC_ROOT}/#, where the bridge publishes its events")
+        if "\0" in topic:
+            raise ValueError("must not contain the character U+0000")
+        if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+            raise ValueError(f"is longer than {MAX_TOPIC_BYTES} bytes in UTF-8")
+        return topic
+
+    @field_validator("subgroup_size", mode="before")
+    @classmethod
+    def _default_subgroup_size(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None:
+            return value
+        chart = info.data.get("chart")
+        if chart is None or chart in UNGROUPED_CHARTS:
+            return 1
+        raise ValueError(
+            f"required for a {chart} chart: the number of measurements in a subgroup "
+            "(xbar_r, xbar_s) or the nominal sample size (p, np, u)"
+        )
+
+    @field_validator("chart")
+    @classmethod
+    def _known_chart(cls, chart: str) -> str:
+        if chart not in CHART_TYPES:
+            raise ValueError(f"unknown chart {chart!r}: choose one of {', '.join(CHART_TYPES)}")
+        return chart
+
+    @field_validator(*_SPEC_FIELDS[1:])
+    @classmethod
+    def _engine_accepts(cls, value: object, info: ValidationInfo) -> object:
+        """Let ChartSpec judge this field together with the fields declared before it."""
+        field_name = str(info.field_name)
+        earlier = _SPEC_FIELDS[: _SPEC_FIELDS.index(field_name)]
+        if all(name in info.data for name in earlier):  # else an earlier field is already wrong
+            _build_spec({**{name: info.data[name] for name in earlier}, field_name: value})
+        return value
+
+    @field_validator("rules", "dispersion_rules", mode="before")
+    @classmethod
+    def _rule_selection(cls, value: object) -> object:
+        if not isinstance(value, str) and not (
+            isinstance(value, list) and all(_is_rule_item(item) for item in value)
+        ):
+            raise ValueError(
+                'expected a preset name ("nelson", "western_electric", "rule1") or a list of rule '
+                "ids 1..8 and tables {id, count, window, severity} (integers, severity a string)"
+            )
+        resolve_rules(value)  # its ValueError names the bad rule
+        return value
+
+    @model_validator(mode="after")
+    def _make_spec(self) -> "CharacteristicConfig":
+        names = (*_SPEC_FIELDS, "rules", "dispersion_rules")
+        self._spec = _build_spec({name: getattr(self, name) for name in names})
+        return self
+
+    def chart_spec(self) -> ChartSpec:
+        """The engine's ChartSpec for this characteristic."""
+        return self._spec
+
+
+def _describe(index: int, table: object) -> str:
+    """'characteristic #2 (id 7, "Bore")' with whatever of id and name the table has."""
+    known: list[str] = []
+    if isinstance(table, dict):
+        if _is_int(table.get("id")):
+            known.append(f"id {table['id']}")
+        if isinstance(table.get("name"), str):
+            known.append(dumps(table["name"], ensure_ascii=False))
+    return f"characteristic #{index}" + (f" ({', '.join(known)})" if known else "")
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as 'field: message'."""
+    where = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "value_error":
+        message = str(error["ctx"]["error"])
+    elif kind == "extra_forbidden":
+        message = f"unknown key; the keys are {', '.join(CharacteristicConfig.model_fields)}"
+    elif kind == "missing":
+        message = "required"
+    else:
+        message = f"{error['msg']} (got {error['input']!r})"
+    return f"{where}: {message}" if where else message
+
+
+def load_characteristics(path: str | Path) -> list[CharacteristicConfig]:
+    """Read and validate a characteristics TOML file of ``[[characteristic]]`` tables."""
+    try:
+        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read it: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    unknown = sorted(set(document) - {"characteristic"})
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown top-level key(s) {', '.join(unknown)}: "
+            "the file holds only [[characteristic]] tables"
+        )
+    tables = document.get("characteristic", [])
+    if not isinstance(tables, list):
+        raise ConfigError(
+            f"{path}: write each characteristic as a [[characteristic]] table (double brackets)"
+        )
+    if not tables:
+        raise ConfigError(f"{path}: no characteristics: add at least one [[characteristic]] table")
+
+    problems: list[str] = []
+    configs: list[CharacteristicConfig] = []
+    by_id: dict[int, int] = {}
+    by_topic: dict[str, int] = {}
+    for index, table in enumerate(tables, start=1):
+        where = _describe(index, table)
+        try:
+            config = CharacteristicConfig.model_validate(table)
+        except ValidationError as error:
+            problems.extend(f"{where}: {_problem(e)}" for e in error.errors())
+            continue
+        if config.id in by_id:
+            first = by_id[config.id]
+            problems.append(
+                f"{where}: id: {config.id} is already the id of {_describe(first, tables[first - 1])}"
+            )
+        if config.topic in by_topic:
+            first = by_topic[config.topic]
+            problems.append(
+                f"{where}: topic: {config.topic!r} is already the topic of "
+                f"{_describe(first, tables[first - 1])}; a gauge topic feeds one characteristic"
+            )
+        by_id.setdefault(config.id, index)
+        by_topic.setdefault(config.topic, index)
+        configs.append(config)
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    return configs
+
+
+# --- the broker URL --------------------------------------------------------------------------
+
+Scheme = Literal["mqtt", "mqtts", "ws", "wss"]
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 9001, "wss": 9443}
+DEFAULT_WS_PATH = "/mqtt"               # paho's ws_set_options default
+
+
+def _masked(parts: SplitResult) -> str:
+    """The URL with its password, if any, replaced by ***."""
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{hostport}"))
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """Where the broker is: mqtt://, mqtts:// (TLS), ws:// or wss:// (MQTT over WebSockets)."""
+
+    scheme: Scheme
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    path: str | None = None             # the WebSocket path; None for mqtt:// and mqtts://
+
+    @property
+    def transport(self) -> Literal["tcp", "websockets"]:
+        """paho's transport: 'tcp' or 'websockets'."""
+        return "websockets" if self.scheme in ("ws", "wss") else "tcp"
+
+    @property
+    def tls(self) -> bool:
+        """True for mqtts:// and wss://."""
+        return self.scheme in ("mqtts", "wss")
+
+    def __str__(self) -> str:
+        userinfo = ""
+        if self.username is not None:
+            userinfo = quote(self.username, safe="") + (":***" if self.password is not None else "") + "@"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{userinfo}{host}:{self.port}{self.path or ''}"
+
+    def __repr__(self) -> str:
+        return f"BrokerUrl({str(self)!r})"
+
+
+def parse_broker_url(text: str) -> BrokerUrl:
+    """Parse mqtt://user:pass@host:1883, mqtts://host, ws://host:9001/mqtt or wss://host."""
+    try:
+        parts = urlsplit(text.strip())
+    except ValueError as error:
+        raise ConfigError(f"broker URL is malformed: {error}") from None
+    shown = _masked(parts)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ConfigError(
+            f"broker URL {shown!r}: unknown scheme {parts.scheme!r}: use mqtt://, mqtts:// (TLS), "
+            "ws:// or wss:// (MQTT over WebSockets), e.g. mqtt://127.0.0.1:1883"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"broker URL {shown!r} has no host, e.g. {scheme}://127.0.0.1")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"broker URL {shown!r}: the port must be a number 1..65535")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"broker URL {shown!r}: a query or fragment (? or #) has no meaning here")
+    path: str | None = None
+    if scheme in ("ws", "wss"):
+        path = parts.path or DEFAULT_WS_PATH
+    elif parts.path not in ("", "/"):
+        raise ConfigError(f"broker URL {shown!r}: only ws:// and wss:// URLs have a path")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if password is not None and username is None:
+        raise ConfigError(f"broker URL {shown!r}: a password needs a user name (user:password@host)")
+    port = port or _DEFAULT_PORTS[scheme]
+    return BrokerUrl(cast(Scheme, scheme), parts.hostname, port, username, password, path)
+
+
+# --- settings of `spc-bridge run` ------------------------------------------------------------
+
+ENV_PREFIX = "SPC_BRIDGE_"
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+DEFAULT_DB = "sqlite:///spc.db"
+MQTT_VERSIONS = ("3.1.1", "5")
+MAX_PACKET = 268_435_455                # the largest MQTT packet (remaining length)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything ``spc-bridge run`` needs besides the characteristics themselves."""
+
+    broker: BrokerUrl
+    db_url: str = DEFAULT_DB
+    config_path: Path
+    client_id: str = "spc-bridge"
+    batch_size: int = 500
+    batch_ms: float = 20.0
+    max_payload: int = 65536
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    mqtt_version: Literal["3.1.1", "5"] = "3.1.1"
+
+    def __post_init__(self) -> None:
+        try:
+            make_url(self.db_url)
+        except ArgumentError:
+            raise ConfigError(
+                "db: not a database URL: give e.g. sqlite:///spc.db or "
+                "postgresql+psycopg://user:password@127.0.0.1:5432/spc"
+            ) from None
+        if not self.client_id or len(self.client_id.encode("utf-8")) > MAX_TOPIC_BYTES:
+            raise ConfigError(
+                "client-id: must be 1 to 65535 bytes (the persistent session is kept under it)"
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"batch-size: must be at least 1, got {self.batch_size}")
+        if not (isfinite(self.batch_ms) and self.batch_ms >= 0):
+            raise ConfigError(f"batch-ms: must be a finite number of ms >= 0, got {self.batch_ms}")
+        if not 1 <= self.max_payload <= MAX_PACKET:
+            raise ConfigError(f"max-payload: must be 1..{MAX_PACKET} bytes, got {self.max_payload}")
+        if self.mqtt_version not in MQTT_VERSIONS:
+            raise ConfigError(
+                f"mqtt-version: must be one of {', '.join(MQTT_VERSIONS)}, got {self.mqtt_version!r}"
+            )
+        tls_files = {"ca-file": self.ca_file, "cert-file": self.cert_file, "key-file": self.key_file}
+        for option, file in tls_files.items():
+            if file is None:
+                continue
+            if not self.broker.tls:
+                raise ConfigError(
+                    f"{option}: given, but the broker URL {self.broker} is not mqtts:// or wss://"
+                )
+            if not file.is_file():
+                raise ConfigError(f"{option}: {file}: no such file")
+        if self.key_file is not None and self.cert_file is None:
+            raise ConfigError("key-file: given without cert-file (the client certificate it belongs to)")
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["db_url"] = make_url(self.db_url).render_as_string(hide_password=True)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+
+
+def _env_name(option: str) -> str:
+    """SPC_BRIDGE_CLIENT_ID for --client-id."""
+    return ENV_PREFIX + option.lstrip("-").upper().replace("-", "_")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``run``; each defaults from SPC_BRIDGE_<OPTION> in the environment."""
+
+    def add(option: str, default: str | None, text: str, **kwargs: Any) -> None:
+        env = _env_name(option)
+        value = os.environ.get(env) or default
+        shown = f"default {default}; environment {env}" if default else f"environment {env}"
+        parser.add_argument(
+            option, default=value, required=value is None and option == "--config",
+            help=f"{text} ({shown})", **kwargs,
+        )
+
+    add("--broker", DEFAULT_BROKER,
+        "broker URL: mqtt://[user:password@]host[:1883], mqtts://host[:8883], ws://host[:9001][/path] "
+        f"or wss://host[:9443][/path], WebSocket path {DEFAULT_WS_PATH} unless given; a password is "
+        "better kept in the environment than on the command line", metavar="URL")
+    add("--db", DEFAULT_DB, "SQLAlchemy database URL", metavar="URL")
+    add("--config", None, "characteristics TOML file (see characteristics.example.toml)",
+        type=Path, metavar="FILE")
+    add("--client-id", "spc-bridge", "MQTT client id; the broker keeps the persistent session under it")
+    add("--batch-size", "500", "most samples committed in one transaction", type=int)
+    add("--batch-ms", "20", "longest wait in milliseconds to fill a batch", type=float)
+    add("--max-payload", "65536", "largest accepted ingest payload in bytes", type=int)
+    add("--ca-file", None, "CA certificates (PEM) to verify an mqtts:// or wss:// broker",
+        type=Path, metavar="FILE")
+    add("--cert-file", None, "client certificate (PEM) for mqtts:// or wss://", type=Path, metavar="FILE")
+    add("--key-file", None, "private key (PEM) of the client certificate", type=Path, metavar="FILE")
+    add("--mqtt-version", "3.1.1", "MQTT protocol version", choices=MQTT_VERSIONS)
+
+
+def settings_from_args(ns: argparse.Namespace) -> Settings:
+    """The Settings of a namespace parsed with add_settings_arguments (ConfigError if wrong)."""
+    return Settings(
+        broker=parse_broker_url(ns.broker),
+        config_path=ns.config,
+        db_url=ns.db,
+        client_id=ns.client_id,
+        batch_size=ns.batch_size,
+        batch_ms=ns.batch_ms,
+        max_payload=ns.max_payload,
+        ca_file=ns.ca_file,
+        cert_file=ns.cert_file,
+        key_file=ns.key_file,
+        mqtt_version=ns.mqtt_version,
+    )

@@ -1,0 +1,132 @@
+"""The public MQTT contract: every topic name and every wire payload, spelled only here.
+
+Field names are those of the OpenSPC WebSocket seed (``sample_id``, ``characteristic_id``, ``zone``,
+``in_control``, ``violation_id``, ``rule_id``, ``rule_name``, ``severity``, ``ack_user``,
+``ack_reason``, ...). Events are JSON, published at QoS 1 after the data they describe is committed.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+ROOT = "spc"
+STATE_TOPIC = f"{ROOT}/bridge/state"
+ERRORS_TOPIC = f"{ROOT}/bridge/errors"
+ONLINE = "online"
+OFFLINE = "offline"
+EVENT_KINDS = ("sample", "violation", "ack", "limits")
+EVENT_QOS = 1
+
+
+def event_topic(characteristic_id: int, kind: str) -> str:
+    """``spc/<id>/<kind>`` for kind in sample, violation, ack, limits."""
+    return f"{ROOT}/{characteristic_id}/{kind}"
+
+
+def sample_topic(characteristic_id: int) -> str:
+    """Where a characteristic's evaluated samples are published."""
+    return f"{ROOT}/{characteristic_id}/sample"
+
+
+def violation_topic(characteristic_id: int) -> str:
+    """Where a characteristic's rule violations are published."""
+    return f"{ROOT}/{characteristic_id}/violation"
+
+
+def ack_topic(characteristic_id: int) -> str:
+    """Where acknowledgements of a characteristic's violations are published."""
+    return f"{ROOT}/{characteristic_id}/ack"
+
+
+def limits_topic(characteristic_id: int) -> str:
+    """Where a characteristic's current limits are retained."""
+    return f"{ROOT}/{characteristic_id}/limits"
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SampleEvent(_Event):
+    """``spc/<id>/sample``: one evaluated sample (zone and in_control null during the baseline)."""
+
+    sample_id: int
+    characteristic_id: int
+    timestamp: str
+    value: float
+    zone: str | None
+    in_control: bool | None
+    n: int
+    range: float | None = None
+    mr: float | None = None
+    s: float | None = None
+    ucl: float | None = None
+    lcl: float | None = None
+    seq: str | None = None
+
+
+class ViolationEvent(_Event):
+    """``spc/<id>/violation``: a Nelson rule that fired at a sample, on one chart."""
+
+    violation_id: int
+    characteristic_id: int
+    sample_id: int
+    rule_id: int
+    rule_name: str
+    severity: str
+    chart: str
+
+
+class AckEvent(_Event):
+    """``spc/<id>/ack``: a violation was acknowledged (the seed's ``ack_update``)."""
+
+    violation_id: int
+    characteristic_id: int
+    acknowledged: bool
+    ack_user: str | None
+    ack_reason: str | None
+    ack_time: str | None
+
+
+class DispersionLimits(_Event):
+    """The limits of the dispersion chart (MR, R or S) at the nominal subgroup size."""
+
+    chart: str
+    center: float
+    ucl: float
+    lcl: float
+
+
+class CapabilityIndices(_Event):
+    """Cp, Cpk (within sigma) and Pp, Ppk (overall sigma); null where undefined."""
+
+    cp: float | None
+    cpk: float | None
+    pp: float | None
+    ppk: float | None
+    usl: float | None
+    lsl: float | None
+
+
+class LimitsEvent(_Event):
+    """``spc/<id>/limits`` (retained): the current limits; all null while in the baseline."""
+
+    characteristic_id: int
+    chart: str
+    phase: Literal["baseline", "monitoring"]
+    center: float | None
+    ucl: float | None
+    lcl: float | None
+    sigma: float | None
+    n: int
+    dispersion: DispersionLimits | None = None
+    capability: CapabilityIndices | None = None
+
+
+class ErrorEvent(_Event):
+    """``spc/bridge/errors``: a rejected input, after it was recorded."""
+
+    topic: str
+    reason: str
+    payload: str
+    received_at: str

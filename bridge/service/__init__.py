@@ -1,0 +1,1 @@
+"""The running service: MQTT link, pipeline, outbox publisher and main loop."""

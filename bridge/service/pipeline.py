@@ -1,0 +1,266 @@
+"""The stages between an MQTT message and its events: route, parse, assemble, evaluate, commit.
+
+One call of :meth:`Pipeline.process` handles a batch in a single transaction: readings, samples,
+violations, rejects, the characteristics' engine state and the events (outbox) are committed
+together, so after a crash the database never holds a sample without its events or state. Only
+after the commit are the messages acknowledged and the events published (by the caller).
+"""
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy.engine import Engine
+
+from bridge.assemble import Assembler, Sample
+from bridge.config import CharacteristicConfig
+from bridge.contract import ERRORS_TOPIC, limits_topic, sample_topic, violation_topic
+from bridge.ingest import IngestError, Reading, parse_reading
+from bridge.service import events
+from bridge.store import queries
+from bridge.store.schema import outbox, readings, rejects
+
+log = logging.getLogger(__name__)
+REJECT_PAYLOAD_CHARS = 4096
+
+
+class Inbound(NamedTuple):
+    """A message as received: the transport's ``token`` is what acknowledging it needs."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+    token: Any
+
+
+class Outgoing(NamedTuple):
+    """A committed event to publish; ``seq`` orders it in this bridge's outbox."""
+
+    seq: int
+    topic: str
+    payload: str
+    retain: bool
+
+
+@dataclass
+class Characteristic:
+    """A configured characteristic at run time."""
+
+    config: CharacteristicConfig
+    assembler: Assembler
+    published_limits: int = -1  # the evaluator's limits_version last put in the outbox
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+class _Ids(NamedTuple):
+    """Database ids of a batch's samples (by characteristic and idx) and violations (by position)."""
+
+    samples: dict[tuple[int, int], int]
+    violations: list[int]
+
+
+class _Batch:
+    """Rows and events collected while one batch is evaluated, before ids exist."""
+
+    def __init__(self) -> None:
+        self.samples: list[dict[str, Any]] = []
+        self.sample_at: dict[tuple[int, int], int] = {}   # (characteristic, idx) -> position
+        self.judged: list[dict[str, Any]] = []
+        self.readings: list[dict[str, Any]] = []
+        self.violations: list[tuple[int, int, Any]] = []   # (characteristic, idx, Violation)
+        self.rejects: list[dict[str, Any]] = []
+        # events in publication order: (topic, retain, payload from the ids once they are known)
+        self.events: list[tuple[str, bool, Callable[[_Ids], str]]] = []
+
+
+class Pipeline:
+    """Evaluates batches of inbound messages for a set of characteristics and stores them."""
+
+    def __init__(self, engine: Engine, bridge: str, configs: Sequence[CharacteristicConfig],
+                 max_payload: int = 65536) -> None:
+        self.engine = engine
+        self.bridge = bridge
+        self.max_payload = max_payload
+        self.configs = list(configs)
+        self.by_topic: dict[str, Characteristic] = {}
+        self.by_id: dict[int, Characteristic] = {}
+        self.next_seq = 1
+        self.rejected = 0
+
+    @property
+    def topics(self) -> list[str]:
+        """The ingest topics to subscribe to."""
+        return list(self.by_topic)
+
+    def start(self) -> list[Outgoing]:
+        """Load the characteristics and their saved state; return every unconfirmed event."""
+        with self.engine.begin() as conn:
+            queries.sync_characteristics(conn, [
+                {"id": c.id, "name": c.name, "topic": c.topic, "chart": c.chart,
+                 "config": c.model_dump_json()} for c in self.configs])
+            saved = queries.load_states(conn)
+            self.next_seq = queries.next_outbox_seq(conn, self.bridge)
+        for config in self.configs:
+            state, pending = saved.get(config.id, (None, None))
+            ch = Characteristic(config, Assembler(config.chart_spec(), state, pending))
+            self.by_topic[config.topic] = ch
+            self.by_id[config.id] = ch
+        # limits are retained: republish them on every start, a broker may have lost them
+        with self.engine.begin() as conn:
+            batch = _Batch()
+            for ch in self.by_id.values():
+                self._limits(batch, ch)
+            self._write_events(conn, batch, _Ids({}, []))
+            return [Outgoing(*r) for r in queries.pending_outbox(conn, self.bridge, 0, 10**9)]
+
+    def pending_after(self, seq: int, limit: int) -> list[Outgoing]:
+        """Committed events after ``seq`` (to catch up when they were not kept in memory)."""
+        with self.engine.connect() as conn:
+            return [Outgoing(*r) for r in queries.pending_outbox(conn, self.bridge, seq, limit)]
+
+    def forget_confirmed(self, up_to: int) -> None:
+        """Delete the events the broker has acknowledged."""
+        with self.engine.begin() as conn:
+            queries.delete_confirmed(conn, self.bridge, up_to)
+
+    # ------------------------------------------------------------------ batch
+    def process(self, batch: Sequence[Inbound], confirmed_up_to: int = 0) -> list[Outgoing]:
+        """Evaluate and commit one batch; return its events, to publish after the commit."""
+        touched: dict[int, Characteristic] = {}
+        try:
+            with self.engine.begin() as conn:
+                work = _Batch()
+                parsed = [p for p in (self._parse(work, m) for m in batch) if p is not None]
+                known = queries.known_seqs(
+                    conn, [(ch.config.id, r.seq) for _, ch, r in parsed if r.seq is not None])
+                for message, ch, reading in parsed:
+                    if reading.seq is not None:
+                        key = (ch.config.id, reading.seq)
+                        if key in known:
+                            continue  # stored before: a redelivery
+                        known.add(key)
+                    touched[ch.config.id] = ch
+                    self._accept(work, message, ch, reading)
+                out = self._commit(conn, work, touched, confirmed_up_to)
+        except Exception:
+            self._reload(touched)
+            raise
+        self.rejected += len(work.rejects)
+        return out
+
+    def _parse(self, work: _Batch, message: Inbound) -> tuple[Inbound, Characteristic, Reading] | None:
+        ch = self.by_topic.get(message.topic)
+        if ch is None:
+            self._reject(work, message, "no characteristic is configured for this topic")
+            return None
+        try:
+            return message, ch, parse_reading(message.payload, message.received_at, self.max_payload)
+        except IngestError as error:
+            self._reject(work, message, str(error))
+            return None
+
+    def _reject(self, work: _Batch, message: Inbound, reason: str) -> None:
+        received = _iso(message.received_at)
+        work.rejects.append({
+            "topic": message.topic, "reason": reason, "received_at": message.received_at,
+            "payload": message.payload[:REJECT_PAYLOAD_CHARS * 4].decode("utf-8", "replace")
+            [:REJECT_PAYLOAD_CHARS],
+        })
+        payload = events.error_event(message.topic, reason, message.payload, received)
+        work.events.append((ERRORS_TOPIC, False, lambda _: payload))
+
+    def _accept(self, work: _Batch, message: Inbound, ch: Characteristic, reading: Reading) -> None:
+        cid = ch.config.id
+        try:
+            accepted = ch.assembler.accept(reading)
+        except IngestError as error:
+            self._reject(work, message, str(error))
+            return
+        work.readings.append({
+            "characteristic_id": cid, "sample_idx": accepted.sample_idx, "seq": reading.seq,
+            "ts": reading.ts, "received_at": message.received_at,
+            "measurements": json.dumps(reading.values) if reading.values is not None else None,
+            "count": reading.count, "n": reading.n,
+        })
+        for sample in accepted.completed:
+            self._sample(work, ch, sample, reading.seq if sample.whole else None)
+        if ch.assembler.evaluator.limits_version != ch.published_limits:
+            self._limits(work, ch)
+
+    def _sample(self, work: _Batch, ch: Characteristic, sample: Sample, seq: str | None) -> None:
+        cid = ch.config.id
+        evaluator = ch.assembler.evaluator
+        for ev in sample.evaluations:
+            key = (cid, ev.index)
+            if ev.index == sample.idx:
+                work.sample_at[key] = len(work.samples)
+                work.samples.append({
+                    "characteristic_id": cid, "idx": ev.index, "ts": sample.ts, "value": ev.value,
+                    "n": ev.n, "spread": ev.spread, "zone": ev.zone, "in_control": ev.in_control,
+                    "ucl": ev.limits.ucl if ev.limits is not None else None,
+                    "lcl": ev.limits.lcl if ev.limits is not None else None,
+                })
+                work.events.append((sample_topic(cid), False, lambda ids, k=key, e=ev, t=sample.ts:
+                                    events.sample_event(ids.samples[k], cid, t, e, evaluator, seq)))
+            elif key in work.sample_at:  # a baseline sample of this same batch, judged late
+                work.samples[work.sample_at[key]].update(zone=ev.zone, in_control=ev.in_control)
+            else:
+                work.judged.append({"cid": cid, "i": ev.index, "zone": ev.zone,
+                                    "in_control": ev.in_control})
+            for violation in ev.violations:
+                work.events.append((violation_topic(cid), False, lambda ids, k=key, v=violation,
+                                    at=len(work.violations): events.violation_event(
+                                        ids.violations[at], cid, ids.samples[k], v)))
+                work.violations.append((cid, ev.index, violation))
+
+    def _limits(self, work: _Batch, ch: Characteristic) -> None:
+        evaluator = ch.assembler.evaluator
+        ch.published_limits = evaluator.limits_version
+        payload = events.limits_event(ch.config.id, evaluator)
+        work.events.append((limits_topic(ch.config.id), True, lambda _: payload))
+
+    def _commit(self, conn: Any, work: _Batch, touched: dict[int, Characteristic],
+                confirmed_up_to: int) -> list[Outgoing]:
+        sample_ids = dict(zip(((r["characteristic_id"], r["idx"]) for r in work.samples),
+                              queries.insert_samples(conn, work.samples)))
+        sample_ids.update(queries.update_judged_samples(conn, work.judged))
+        queries.insert_rows(conn, readings, work.readings)
+        violation_ids = queries.insert_violations(conn, [
+            {"characteristic_id": cid, "sample_id": sample_ids[(cid, idx)], "rule_id": v.rule_id,
+             "rule_name": v.rule_name, "severity": v.severity, "chart": v.chart,
+             "acknowledged": False}
+            for cid, idx, v in work.violations])
+        queries.insert_rows(conn, rejects, work.rejects)
+        queries.save_states(conn, [
+            {"characteristic_id": cid, "state": json.dumps(ch.assembler.evaluator.state()),
+             "pending": json.dumps(ch.assembler.pending)} for cid, ch in touched.items()])
+        if confirmed_up_to:
+            queries.delete_confirmed(conn, self.bridge, confirmed_up_to)
+        return self._write_events(conn, work, _Ids(sample_ids, violation_ids))
+
+    def _write_events(self, conn: Any, work: _Batch, ids: _Ids) -> list[Outgoing]:
+        out = [Outgoing(self.next_seq + i, topic, build(ids), retain)
+               for i, (topic, retain, build) in enumerate(work.events)]
+        queries.insert_rows(conn, outbox, [
+            {"bridge": self.bridge, "seq": o.seq, "topic": o.topic, "payload": o.payload,
+             "retain": o.retain} for o in out])
+        self.next_seq += len(out)
+        return out
+
+    def _reload(self, touched: dict[int, Characteristic]) -> None:
+        """After a failed commit, put the touched characteristics back to their stored state."""
+        if not touched:
+            return
+        with self.engine.connect() as conn:
+            saved = queries.load_states(conn)
+            self.next_seq = queries.next_outbox_seq(conn, self.bridge)
+        for cid, ch in touched.items():
+            state, pending = saved.get(cid, (None, None))
+            ch.assembler = Assembler(ch.config.chart_spec(), state, pending)
+            ch.published_limits = -1 if state is None else ch.assembler.evaluator.limits_version

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy tables and the few queries the pipeline needs (SQLite or PostgreSQL)."""

@@ -1,0 +1,142 @@
+"""The few queries the bridge needs: open the database, restore, batch writes, outbox."""
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from bridge.store.schema import (
+    characteristics, engine_state, metadata, outbox, readings, samples, violations,
+)
+
+
+def open_database(url: str) -> Engine:
+    """An engine for ``url`` (SQLite file or PostgreSQL) with the tables created.
+
+    ``postgresql://`` means the psycopg 3 driver. SQLite runs in WAL mode with synchronous=FULL,
+    so a commit is on disk when it returns (durable, unlike WAL's default NORMAL).
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+    metadata.create_all(engine)
+    return engine
+
+
+def sync_characteristics(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or update the configured characteristics (id, name, topic, chart, config)."""
+    known = {r.id for r in conn.execute(sa.select(characteristics.c.id))}
+    new = [r for r in rows if r["id"] not in known]
+    if new:
+        conn.execute(sa.insert(characteristics), new)
+    for row in rows:
+        if row["id"] in known:
+            conn.execute(sa.update(characteristics).where(characteristics.c.id == row["id"]), row)
+
+
+def load_states(conn: Connection) -> dict[int, tuple[dict[str, Any], list[list[Any]]]]:
+    """Saved engine state and collected single values, by characteristic id."""
+    return {
+        r.characteristic_id: (json.loads(r.state), json.loads(r.pending))
+        for r in conn.execute(sa.select(engine_state))
+    }
+
+
+def save_states(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Write the state of each characteristic in ``rows`` (characteristic_id, state, pending)."""
+    ids = [r["characteristic_id"] for r in rows]
+    existing = {r[0] for r in conn.execute(
+        sa.select(engine_state.c.characteristic_id).where(engine_state.c.characteristic_id.in_(ids)))}
+    updates = [{"cid": r["characteristic_id"], "state": r["state"], "pending": r["pending"]}
+               for r in rows if r["characteristic_id"] in existing]
+    if updates:
+        conn.execute(
+            sa.update(engine_state).where(engine_state.c.characteristic_id == sa.bindparam("cid"))
+            .values(state=sa.bindparam("state"), pending=sa.bindparam("pending")), updates)
+    inserts = [r for r in rows if r["characteristic_id"] not in existing]
+    if inserts:
+        conn.execute(sa.insert(engine_state), inserts)
+
+
+def known_seqs(conn: Connection, pairs: Iterable[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Those (characteristic_id, seq) pairs already stored as readings."""
+    by_char: dict[int, list[str]] = {}
+    for cid, seq in pairs:
+        by_char.setdefault(cid, []).append(seq)
+    found: set[tuple[int, str]] = set()
+    for cid, seqs in by_char.items():
+        query = sa.select(readings.c.seq).where(
+            readings.c.characteristic_id == cid, readings.c.seq.in_(seqs))
+        found.update((cid, seq) for (seq,) in conn.execute(query))
+    return found
+
+
+def insert_samples(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert samples; their ids in the order of ``rows``."""
+    if not rows:
+        return []
+    result = conn.execute(
+        sa.insert(samples).returning(samples.c.id, sort_by_parameter_order=True), rows)
+    return [r[0] for r in result]
+
+
+def update_judged_samples(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[tuple[int, int], int]:
+    """Store the verdicts of baseline samples judged late; their ids by (characteristic, idx)."""
+    if not rows:
+        return {}
+    conn.execute(
+        sa.update(samples)
+        .where(samples.c.characteristic_id == sa.bindparam("cid"), samples.c.idx == sa.bindparam("i"))
+        .values(zone=sa.bindparam("zone"), in_control=sa.bindparam("in_control")), rows)
+    ids: dict[tuple[int, int], int] = {}
+    for cid in {r["cid"] for r in rows}:
+        idxs = [r["i"] for r in rows if r["cid"] == cid]
+        query = sa.select(samples.c.id, samples.c.idx).where(
+            samples.c.characteristic_id == cid, samples.c.idx.in_(idxs))
+        ids.update({(cid, idx): sid for sid, idx in conn.execute(query)})
+    return ids
+
+
+def insert_violations(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert violations; their ids in the order of ``rows``."""
+    if not rows:
+        return []
+    result = conn.execute(
+        sa.insert(violations).returning(violations.c.id, sort_by_parameter_order=True), rows)
+    return [r[0] for r in result]
+
+
+def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Plain batch insert (readings, rejects, outbox)."""
+    if rows:
+        conn.execute(sa.insert(table), rows)
+
+
+def next_outbox_seq(conn: Connection, bridge: str) -> int:
+    """The next outbox sequence number of this bridge."""
+    last = conn.execute(sa.select(sa.func.max(outbox.c.seq)).where(outbox.c.bridge == bridge)).scalar()
+    return 1 if last is None else int(last) + 1
+
+
+def pending_outbox(conn: Connection, bridge: str, after: int, limit: int) -> list[Any]:
+    """Unconfirmed events of this bridge with seq > ``after``, oldest first."""
+    query = (sa.select(outbox.c.seq, outbox.c.topic, outbox.c.payload, outbox.c.retain)
+             .where(outbox.c.bridge == bridge, outbox.c.seq > after)
+             .order_by(outbox.c.seq).limit(limit))
+    return list(conn.execute(query))
+
+
+def delete_confirmed(conn: Connection, bridge: str, up_to: int) -> None:
+    """Forget the events the broker has acknowledged (every seq <= ``up_to``)."""
+    conn.execute(sa.delete(outbox).where(outbox.c.bridge == bridge, outbox.c.seq <= up_to))
+

@@ -1,0 +1,92 @@
+"""The tables: characteristics, readings, samples, violations, engine state, outbox, rejects."""
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+characteristics = sa.Table(
+    "characteristics", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("topic", sa.String(1024), nullable=False),
+    sa.Column("chart", sa.String(16), nullable=False),
+    sa.Column("config", sa.Text, nullable=False),  # the characteristic's configuration, JSON
+)
+
+# One row per accepted reading, exactly as the gauge sent it; its values are the measurements of
+# the sample (characteristic_id, sample_idx), which for collected single values may not exist yet.
+readings = sa.Table(
+    "readings", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("characteristic_id", sa.Integer, nullable=False),
+    sa.Column("sample_idx", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.String(200)),
+    sa.Column("ts", sa.String(64), nullable=False),  # the gauge's timestamp, kept exactly
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("measurements", sa.Text),  # JSON list of values (measurement charts)
+    sa.Column("count", sa.BigInteger),
+    sa.Column("n", sa.Integer),
+    sa.Index("ix_readings_sample", "characteristic_id", "sample_idx"),
+    sa.Index("ux_readings_seq", "characteristic_id", "seq", unique=True),
+)
+
+samples = sa.Table(
+    "samples", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("characteristic_id", sa.Integer, nullable=False),
+    sa.Column("idx", sa.BigInteger, nullable=False),  # the engine's index of the sample
+    sa.Column("ts", sa.String(64), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("spread", sa.Float),
+    sa.Column("zone", sa.String(16)),
+    sa.Column("in_control", sa.Boolean),
+    sa.Column("ucl", sa.Float),
+    sa.Column("lcl", sa.Float),
+    sa.UniqueConstraint("characteristic_id", "idx", name="ux_samples_idx"),
+)
+
+violations = sa.Table(
+    "violations", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("characteristic_id", sa.Integer, nullable=False),
+    sa.Column("sample_id", sa.BigInteger, nullable=False),
+    sa.Column("rule_id", sa.Integer, nullable=False),
+    sa.Column("rule_name", sa.String(200), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("chart", sa.String(8), nullable=False),
+    sa.Column("acknowledged", sa.Boolean, nullable=False, default=False),
+    sa.Column("ack_user", sa.String(200)),
+    sa.Column("ack_reason", sa.Text),
+    sa.Column("ack_time", sa.String(64)),
+    sa.Index("ix_violations_characteristic", "characteristic_id", "acknowledged"),
+)
+
+# What a restarted bridge needs to resume each characteristic: the engine's state and the single
+# values collected towards the next subgroup.
+engine_state = sa.Table(
+    "engine_state", metadata,
+    sa.Column("characteristic_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("pending", sa.Text, nullable=False),
+)
+
+# Events committed with the data they describe and deleted once the broker has acknowledged them;
+# seq is the publishing bridge's own counter, so several bridges can share one database.
+outbox = sa.Table(
+    "outbox", metadata,
+    sa.Column("bridge", sa.String(200), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("topic", sa.String(1024), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("retain", sa.Boolean, nullable=False),
+)
+
+rejects = sa.Table(
+    "rejects", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("topic", sa.String(1024), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,37 @@
+"""``spc-bridge tail``: print the bridge's events as they arrive (an aiomqtt subscriber)."""
+
+import asyncio
+import threading
+
+import aiomqtt
+
+from bridge.config import parse_broker_url
+from bridge.contract import ROOT
+
+
+def topic_filter(text: str) -> str:
+    """A characteristic id means all its events (``spc/<id>/#``); anything else is a filter."""
+    return f"{ROOT}/{text}/#" if text.isdigit() else text
+
+
+async def _tail(url: str, selection: str, stop: threading.Event) -> None:
+    broker = parse_broker_url(url)
+    async with aiomqtt.Client(
+        broker.host, broker.port, username=broker.username, password=broker.password,
+        transport=broker.transport, websocket_path=broker.path if broker.transport == "websockets" else None,
+    ) as client:
+        await client.subscribe(topic_filter(selection), qos=1)
+        messages = aiter(client.messages)
+        while not stop.is_set():
+            try:
+                message = await asyncio.wait_for(anext(messages), 0.5)
+            except TimeoutError:
+                continue
+            payload = message.payload.decode("utf-8", "replace") if isinstance(message.payload, bytes) else message.payload
+            print(f"{message.topic} {payload}", flush=True)
+
+
+def tail(url: str, selection: str, stop: threading.Event) -> int:
+    """Print every event matching ``selection`` until ``stop`` is set; the exit code."""
+    asyncio.run(_tail(url, selection, stop))
+    return 0

@@ -1,0 +1,1 @@
+"""Embedded MQTT broker (amqtt) and the users and ACLs shared with Mosquitto."""

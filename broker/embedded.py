@@ -1,0 +1,292 @@
+"""The embedded amqtt broker: MQTT over TCP and over WebSockets, as an async context manager."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import ssl
+import threading
+from functools import partial
+from types import TracebackType
+from typing import Any, Self
+
+import websockets
+from amqtt.broker import Broker
+from amqtt.contexts import ListenerType
+from amqtt.errors import BrokerError
+from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.session import Session
+from websockets.asyncio.server import Server as WebSocketServer
+from websockets.exceptions import InvalidMessage
+
+__all__ = [
+    "BrokerStartError",
+    "BrokerThread",
+    "EmbeddedBroker",
+    "OpenAuthPlugin",
+    "PortInUseError",
+    "run_broker",
+    "serve_until_signalled",
+]
+
+# amqtt logs every connection at INFO, and the state machine library it uses every transition.
+_NOISY_LOGGERS = ("amqtt", "transitions")
+_STOP_TIMEOUT = 10.0
+_START_TIMEOUT = 10.0
+
+
+class BrokerStartError(RuntimeError):
+    """The embedded broker could not start; the message is one line meant for the user."""
+
+
+class PortInUseError(BrokerStartError):
+    """A listener's port is already taken by another process."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"port {port} on {host} is already in use (is another broker running?)")
+        self.host = host
+        self.port = port
+
+
+class _QuietLogFilter(logging.Filter):
+    """Drop amqtt and websockets records that are noise to whoever runs the broker.
+
+    Dropped: the traceback of a start-up failure that EmbeddedBroker reports itself in one line, and the
+    errors logged for a connection that closed before sending anything (port probes, health checks).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BrokerStartError):
+            return False
+        if isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError):
+            return False
+        return "No data to decode MQTT packet fixed header" not in record.getMessage()
+
+
+_WS_LOGGER = logging.getLogger("amqtt.broker.websockets")
+for _logger in (logging.getLogger("amqtt.broker"), _WS_LOGGER):
+    _logger.addFilter(_QuietLogFilter())
+
+
+class OpenAuthPlugin(BaseAuthPlugin):
+    """Admit every client without marking its session anonymous.
+
+    amqtt's own AnonymousAuthPlugin sets `session.is_anonymous` on every client it admits, and amqtt then
+    drops such sessions on disconnect and queues nothing for them (amqtt/broker.py:365 and :1037), so a
+    `clean_session=False` subscriber would lose its subscriptions and QoS 1 messages. Mosquitto with
+    `allow_anonymous true` keeps them; this plugin does the same.
+    """
+
+    async def authenticate(self, *, session: Session) -> bool:
+        """Admit the client."""
+        return True
+
+
+class _Broker(Broker):
+    """amqtt's Broker with a WebSocket listener paho can stay connected to, and a clear port-in-use error."""
+
+    async def _create_server_instance(
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> asyncio.Server | WebSocketServer:
+        try:
+            if listener_type != ListenerType.WS:
+                return await super()._create_server_instance(listener_name, listener_type, address, port, ssl_context)
+            # amqtt's own WS server pings every 20 s; paho answers with an unmasked pong, which websockets
+            # rejects ("incorrect masking") by closing the connection. MQTT's keep-alive already detects
+            # dead peers, so the WebSocket pings are turned off.
+            return await websockets.serve(
+                partial(self.ws_connected, listener_name=listener_name),
+                address,
+                port,
+                ssl=ssl_context,
+                subprotocols=[websockets.Subprotocol("mqtt")],
+                ping_interval=None,
+                logger=_WS_LOGGER,
+            )
+        except OSError as exc:
+            host = address or "0.0.0.0"
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(host, port) from None
+            raise BrokerStartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+    async def _start_listeners(self) -> None:
+        # amqtt leaves the listeners that did start open when a later one fails; close them.
+        try:
+            await super()._start_listeners()
+        except BaseException:
+            for server in self._servers.values():
+                await server.close_instance()
+            self._servers.clear()
+            raise
+
+
+class EmbeddedBroker:
+    """An amqtt broker with a TCP listener and a WebSocket listener (subprotocol "mqtt"), anonymous access.
+
+    Use as `async with EmbeddedBroker(port=1883, ws_port=9001) as broker: ...`. MQTT 3.1.1 only.
+    Authentication and ACLs are a later addition: they become extra plugins in `_plugins()`.
+    `log_level` is applied to the "amqtt" and "transitions" loggers, which are chatty at INFO.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        ws_port: int = 9001,
+        *,
+        log_level: int = logging.WARNING,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.ws_port = ws_port
+        self.log_level = log_level
+        self._broker: _Broker | None = None
+
+    def config(self) -> dict[str, Any]:
+        """The amqtt configuration (see amqtt.contexts.BrokerConfig) this broker starts with."""
+        return {
+            "listeners": {
+                # amqtt requires a listener named "default"; its settings are inherited by the others.
+                "default": {"type": "tcp", "bind": f"{self.host}:{self.port}"},
+                "ws": {"type": "ws", "bind": f"{self.host}:{self.ws_port}"},
+            },
+            "plugins": self._plugins(),
+        }
+
+    def _plugins(self) -> dict[str, dict[str, Any]]:
+        # No $SYS plugin and no event/packet logger plugins: only what serving clients needs.
+        return {f"{OpenAuthPlugin.__module__}.{OpenAuthPlugin.__qualname__}": {}}
+
+    async def start(self) -> None:
+        """Open both listeners; raise BrokerStartError (PortInUseError for a taken port) if that fails."""
+        if self._broker is not None:
+            raise BrokerStartError("the embedded broker is already running")
+        for name in _NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(self.log_level)
+        broker = _Broker(self.config())
+        try:
+            await broker.start()
+        except BrokerError as exc:
+            if isinstance(exc.__cause__, BrokerStartError):
+                raise exc.__cause__ from None
+            raise BrokerStartError(f"embedded broker on {self.host}:{self.port}/{self.ws_port}: {exc}") from exc
+        self._broker = broker
+
+    async def stop(self) -> None:
+        """Disconnect every client and close both listeners (bounded in time)."""
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await asyncio.wait_for(broker.shutdown(), _STOP_TIMEOUT)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class BrokerThread:
+    """An EmbeddedBroker served by its own event loop in a background thread (``with`` or start/stop).
+
+    For synchronous callers: the demo, which runs the bridge beside it, and the tests.
+    """
+
+    def __init__(self, host: str, port: int, ws_port: int) -> None:
+        self.host = host
+        self.port = port
+        self.ws_port = ws_port
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        """Start the broker and wait (bounded) until it listens; re-raise its start-up error."""
+        if self._thread is not None:
+            raise RuntimeError("the embedded broker is already running")
+        self._ready.clear()
+        self._error = None
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), name="embedded-broker",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT):
+            raise TimeoutError(f"embedded broker did not start within {_START_TIMEOUT} s")
+        if self._error is not None:
+            self._thread.join(_STOP_TIMEOUT)
+            self._thread = None
+            raise self._error
+
+    def stop(self) -> None:
+        """Stop the broker and its thread (bounded)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        if self._loop is not None and self._stop_requested is not None:
+            self._loop.call_soon_threadsafe(self._stop_requested.set)
+        thread.join(_START_TIMEOUT + _STOP_TIMEOUT)
+        if thread.is_alive():
+            raise TimeoutError("embedded broker did not stop in time")
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        try:
+            async with EmbeddedBroker(self.host, self.port, self.ws_port):
+                self._ready.set()
+                await self._stop_requested.wait()
+        except Exception as exc:  # handed to start(), which runs in the caller's thread
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+async def serve_until_signalled(broker: EmbeddedBroker) -> None:
+    """Run `broker` until SIGINT or SIGTERM arrives, then stop it."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with broker:
+            await stop.wait()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+def run_broker(
+    host: str = "127.0.0.1",
+    port: int = 1883,
+    ws_port: int = 9001,
+    *,
+    log_level: int = logging.WARNING,
+) -> None:
+    """Serve MQTT on `port` and MQTT over WebSockets on `ws_port` until SIGINT or SIGTERM (blocking).
+
+    Raises BrokerStartError (PortInUseError for a taken port) with a one-line message if it cannot start.
+    """
+    asyncio.run(serve_until_signalled(EmbeddedBroker(host, port, ws_port, log_level=log_level)))

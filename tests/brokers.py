@@ -1,0 +1,281 @@
+"""Real MQTT brokers for tests (Mosquitto from the repo's mosquitto.conf, the embedded amqtt broker) and a paho probe."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Protocol, Self
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from broker.embedded import BrokerThread, PortInUseError
+
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MOSQUITTO_CONF = REPO_ROOT / "mosquitto.conf"
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+_START_ATTEMPTS = 3
+
+Transport = Literal["tcp", "websockets"]
+
+
+class BrokerHandle(Protocol):
+    """What tests get from the `broker` fixture: where a broker listens and how to stop and restart it."""
+
+    kind: str
+    host: str
+    port: int
+    ws_port: int
+
+    def start(self) -> None:
+        """Start (or restart) the broker on the same ports."""
+
+    def stop(self) -> None:
+        """Stop the broker."""
+
+
+def free_port(host: str = HOST) -> int:
+    """Return a TCP port on `host` that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_ports(host: str, ports: Iterable[int], timeout: float, alive: Callable[[], bool]) -> None:
+    """Wait until every port accepts a TCP connection; raise TimeoutError, or RuntimeError once `alive()` is false."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            if not alive():
+                raise RuntimeError(f"broker exited before port {port} accepted connections")
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"port {port} on {host} did not accept connections within {timeout} s") from None
+                time.sleep(0.05)
+
+
+def mosquitto_config(conf: str, port: int, ws_port: int, persistence_dir: Path) -> str:
+    """Rewrite the repo's mosquitto.conf: loopback-only listeners on the given ports, persistence in `persistence_dir`."""
+    rewrites = {
+        r"^listener 1883$": f"listener {port} {HOST}",
+        # Mosquitto 2.0 ignores a bind address on a WebSocket listener; an interface name keeps it on loopback.
+        r"^listener 9001$": f"listener {ws_port} lo",
+        r"^persistence_location .*$": f"persistence_location {persistence_dir}/",
+    }
+    for pattern, replacement in rewrites.items():
+        conf, count = re.subn(pattern, replacement, conf, flags=re.MULTILINE)
+        if count != 1:
+            raise ValueError(f"mosquitto.conf: expected one line matching {pattern!r}, found {count}")
+    # Started as root, Mosquitto drops to the "mosquitto" user, which cannot write to the test's directory.
+    return f"{conf}\nuser {getpass.getuser()}\n"
+
+
+class MosquittoProcess:
+    """A Mosquitto subprocess running the repo's mosquitto.conf on fixed ports; restartable."""
+
+    kind = "mosquitto"
+
+    def __init__(self, workdir: Path, port: int, ws_port: int, host: str = HOST) -> None:
+        self.host = host
+        self.port = port
+        self.ws_port = ws_port
+        self.workdir = workdir
+        self.conf_path = workdir / "mosquitto.conf"
+        self.log_path = workdir / "mosquitto.log"
+        self.conf_path.write_text(mosquitto_config(MOSQUITTO_CONF.read_text(), port, ws_port, workdir))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The running Mosquitto's PID, None while stopped."""
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        """Start Mosquitto and wait (bounded) until both ports accept connections."""
+        if self._proc is not None:
+            raise RuntimeError("mosquitto is already running")
+        with self.log_path.open("ab") as log:
+            proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf_path)], stdout=log, stderr=subprocess.STDOUT)
+        self._proc = proc
+        try:
+            wait_for_ports(self.host, (self.port, self.ws_port), START_TIMEOUT, lambda: proc.poll() is None)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}; mosquitto log:\n{self.log_tail()}") from None
+
+    def stop(self) -> None:
+        """Stop Mosquitto by PID: SIGTERM (it saves its database), SIGKILL if it has not exited within STOP_TIMEOUT."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(STOP_TIMEOUT)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines Mosquitto logged."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_mosquitto(tmp_path: Path) -> MosquittoProcess:
+    """Start Mosquitto from the repo's mosquitto.conf on free loopback ports with persistence in `tmp_path`."""
+    for _ in range(_START_ATTEMPTS - 1):
+        mosquitto = MosquittoProcess(tmp_path, free_port(), free_port())
+        try:
+            mosquitto.start()
+            return mosquitto
+        except RuntimeError as exc:
+            # Another process may take a port between free_port() and Mosquitto's bind; pick new ones.
+            if "Address already in use" not in str(exc):
+                raise
+    mosquitto = MosquittoProcess(tmp_path, free_port(), free_port())
+    mosquitto.start()
+    return mosquitto
+
+
+class EmbeddedBrokerThread(BrokerThread):
+    """The embedded broker in a background thread, as a test broker handle."""
+
+    kind = "embedded"
+
+
+def start_embedded_broker() -> EmbeddedBrokerThread:
+    """Start the embedded broker in a background thread on free loopback ports."""
+    for _ in range(_START_ATTEMPTS - 1):
+        broker = EmbeddedBrokerThread(HOST, free_port(), free_port())
+        try:
+            broker.start()
+            return broker
+        except PortInUseError:
+            pass  # another process took a port between free_port() and the bind; pick new ones
+    broker = EmbeddedBrokerThread(HOST, free_port(), free_port())
+    broker.start()
+    return broker
+
+
+class MqttProbe:
+    """A paho-mqtt (MQTT 3.1.1) client on TCP or WebSockets that records what it receives; every wait is bounded."""
+
+    def __init__(
+        self,
+        broker: BrokerHandle,
+        transport: Transport = "tcp",
+        *,
+        client_id: str = "",
+        clean_session: bool = True,
+        manual_ack: bool = False,
+        timeout: float = 5.0,
+    ) -> None:
+        self.timeout = timeout
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self._changed = threading.Condition()
+        self._subacks: dict[int, list[ReasonCode]] = {}
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean_session,
+            transport=transport,
+            protocol=mqtt.MQTTv311,
+        )
+        self.client.manual_ack_set(manual_ack)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        port = broker.ws_port if transport == "websockets" else broker.port
+        self.client.connect(broker.host, port, keepalive=30)
+        self.client.loop_start()
+        if not self.connected.wait(timeout):
+            self.close()
+            raise TimeoutError(f"no CONNACK from {broker.kind} on {transport} port {port} within {timeout} s")
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Subscribe, wait for the SUBACK and raise if the broker refused."""
+        result, mid = self.client.subscribe(topic, qos)
+        if mid is None:
+            raise ConnectionError(f"subscribe to {topic!r} failed: {result}")
+        with self._changed:
+            if not self._changed.wait_for(lambda: mid in self._subacks, self.timeout):
+                raise TimeoutError(f"no SUBACK for {topic!r} within {self.timeout} s")
+            if any(code.is_failure for code in self._subacks[mid]):
+                raise PermissionError(f"subscription to {topic!r} refused: {self._subacks[mid]}")
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        """Publish and, for QoS 1 and 2, wait until the broker has acknowledged it."""
+        info = self.client.publish(topic, payload, qos, retain)
+        info.wait_for_publish(self.timeout)
+        if not info.is_published():
+            raise TimeoutError(f"publish to {topic!r} not acknowledged within {self.timeout} s")
+
+    def wait_for(self, topic: str, count: int = 1, timeout: float | None = None) -> list[mqtt.MQTTMessage]:
+        """Wait until `count` messages on `topic` have arrived and return all of them so far (bounded)."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.received(topic)) >= count, timeout or self.timeout)
+            return self.received(topic)
+
+    def received(self, topic: str) -> list[mqtt.MQTTMessage]:
+        """The messages on `topic` received so far."""
+        return [m for m in self.messages if m.topic == topic]
+
+    def close(self) -> None:
+        """Disconnect cleanly and stop paho's network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: object) -> None:
+        if not reason_code.is_failure:
+            self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: object) -> None:
+        self.disconnected.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
+                      reason_codes: list[ReasonCode], properties: object) -> None:
+        with self._changed:
+            self._subacks[mid] = reason_codes
+            self._changed.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        with self._changed:
+            self.messages.append(message)
+            self._changed.notify_all()

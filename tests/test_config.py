@@ -1,0 +1,359 @@
+"""The characteristics file, broker URLs and the settings of ``spc-bridge run``."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge.config import (
+    BrokerUrl, CharacteristicConfig, ConfigError, Settings, add_settings_arguments,
+    load_characteristics, parse_broker_url, settings_from_args,
+)
+from bridge.spc import ChartSpec, Evaluator, RuleSpec
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "characteristics.example.toml"
+
+BORE = '''
+[[characteristic]]
+id = 1
+name = "Bore"
+topic = "plant1/line1/bore"
+chart = "xbar_r"
+subgroup_size = 5
+'''
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    """A characteristics file holding text."""
+    path = tmp_path / "chars.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(tmp_path: Path, text: str) -> str:
+    """The ConfigError message of loading text."""
+    with pytest.raises(ConfigError) as caught:
+        load_characteristics(write(tmp_path, text))
+    return str(caught.value)
+
+
+def toml(value: object) -> str:
+    """A Python value written as a TOML value."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key} = {toml(item)}" for key, item in value.items()) + " }"
+    return "nan" if value != value else repr(value)
+
+
+def second(**keys: object) -> str:
+    """BORE followed by a second characteristic (id 7, "Fill") with keys changed."""
+    values = {"id": 7, "name": "Fill", "topic": "plant1/line2/fill", "chart": "imr", **keys}
+    lines = "\n".join(f"{key} = {toml(value)}" for key, value in values.items())
+    return f"{BORE}\n[[characteristic]]\n{lines}\n"
+
+
+# --- the example file ------------------------------------------------------------------------
+
+def test_example_file_loads_and_builds_engine_specs() -> None:
+    bore, fill, leaks = load_characteristics(EXAMPLE)
+    assert [c.id for c in (bore, fill, leaks)] == [1, 2, 3]
+    assert bore.chart_spec() == ChartSpec(
+        chart="xbar_r", subgroup_size=5, baseline=25, usl=74.05, lsl=73.95,
+    )
+    spec = fill.chart_spec()
+    fixed = (spec.chart, spec.subgroup_size, spec.center, spec.ucl, spec.lcl)
+    assert fixed == ("imr", 1, 500.0, 506.0, 497.0)
+    assert spec.rules[1] == RuleSpec(2, 8, None, "CRITICAL")
+    assert not spec.needs_baseline
+    assert (leaks.chart_spec().chart, leaks.chart_spec().subgroup_size) == ("p", 50)
+    # the engine takes them: the asymmetric fixed limits monitor from the first sample
+    (evaluation,) = Evaluator(spec).add_values([507.0])
+    assert evaluation.zone == "beyond_ucl" and evaluation.limits is not None
+    assert (evaluation.limits.sd_upper, evaluation.limits.sd_lower) == (2.0, 1.0)
+
+
+def test_example_file_documents_every_key() -> None:
+    comments = [line for line in EXAMPLE.read_text(encoding="utf-8").splitlines() if line.startswith("#")]
+    header = "\n".join(comments)
+    assert all(f" {key} " in header or f" {key}," in header for key in CharacteristicConfig.model_fields)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    text = BORE.replace("xbar_r", "c").replace("subgroup_size = 5", "")
+    (config,) = load_characteristics(write(tmp_path, text))
+    defaults = (config.subgroup_size, config.baseline, config.rules, config.dispersion_rules)
+    assert defaults == (1, 25, "nelson", "rule1")
+    assert config.chart_spec().rules == ChartSpec().rules
+
+
+# --- errors name the file, the characteristic and the field -----------------------------------
+
+@pytest.mark.parametrize("keys, field, words", [
+    ({"topic": "plant1/+/fill"}, "topic", "wildcard (+ or #)"),
+    ({"topic": "plant1/#"}, "topic", "wildcard (+ or #)"),
+    ({"topic": "spc/7/sample"}, "topic", "is in spc/#"),
+    ({"topic": "spc"}, "topic", "is in spc/#"),
+    ({"topic": "plant1/" + "é" * 32765}, "topic", "longer than 65535 bytes"),
+    ({"topic": "$SYS/broker"}, "topic", "starts with '$'"),
+    ({"topic": "plant1//fill"}, "topic", "empty level"),
+    ({"topic": "plant1/fill/"}, "topic", "empty level"),
+    ({"chart": "xbar"}, "chart", "unknown chart 'xbar'"),
+    ({"chart": "u"}, "subgroup_size", "required for a u chart"),
+    ({"subgroup_size": 5}, "subgroup_size", "imr chart has subgroup_size 1"),
+    ({"rules": "nelsen"}, "rules", "unknown rule preset 'nelsen'"),
+    ({"rules": [1, 9]}, "rules", "unknown rule 9"),
+    ({"rules": [1, 1]}, "rules", "rule 1 is listed twice"),
+    ({"rules": [1, {"id": 2, "count": 1}]}, "rules", "rule 2: count must be"),
+    ({"rules": [{"id": 5, "count": 4}]}, "rules", "rule 5: need 1 <= count <= window"),
+    ({"rules": [{"id": 2, "severity": "LOUD"}]}, "rules", "rule 2: severity must be one of"),
+    ({"rules": [{"id": 2, "colour": 1}]}, "rules", "rule 2: unknown option(s) ['colour']"),
+    ({"rules": [1, 1.5]}, "rules", "expected a preset name"),
+    ({"rules": 1}, "rules", "expected a preset name"),
+    ({"dispersion_rules": [{"id": 5, "window": "x"}]}, "dispersion_rules", "expected a preset name"),
+    ({"center": 10, "lcl": 11}, "lcl", "lcl < center < ucl"),
+    ({"center": 10, "ucl": 10}, "ucl", "lcl < center < ucl"),
+    ({"ucl": 12}, "ucl", "need a fixed center"),
+    ({"sigma": 0}, "sigma", "positive"),
+    ({"sigma_method": "binomial"}, "sigma_method", "does not apply to a imr chart"),
+    ({"usl": 1, "lsl": 2}, "lsl", "usl must be above lsl"),
+    ({"baseline": 1}, "baseline", "at least 2"),
+    ({"center": float("nan")}, "center", "finite"),
+    ({"center": "10"}, "center", "Input should be a valid number (got '10')"),
+    ({"colour": "red"}, "colour", "unknown key"),
+])
+def test_error_names_file_characteristic_and_field(
+    tmp_path: Path, keys: dict[str, object], field: str, words: str
+) -> None:
+    message = load_error(tmp_path, second(**keys))
+    assert message.startswith(f'{tmp_path / "chars.toml"}: characteristic #2 (id 7, "Fill"): {field}: ')
+    assert words in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("keys, shown, words", [
+    ({"id": 0}, '(id 0, "Fill"): id: ', "Input should be greater than 0 (got 0)"),
+    ({"id": True}, '("Fill"): id: ', "Input should be a valid integer (got True)"),
+    ({"name": " "}, '(id 7, " "): name: ', "must not be empty"),
+])
+def test_bad_id_or_name_is_shown_as_written(
+    tmp_path: Path, keys: dict[str, object], shown: str, words: str
+) -> None:
+    message = load_error(tmp_path, second(**keys))
+    assert f"characteristic #2 {shown}{words}" in message
+
+
+def test_errors_of_every_characteristic_are_reported_together(tmp_path: Path) -> None:
+    text = second(topic="a/+", sigma=-1).replace('chart = "xbar_r"', 'chart = "xbar_r"\ncolour = 1')
+    message = load_error(tmp_path, text)
+    assert 'characteristic #1 (id 1, "Bore"): colour: unknown key' in message
+    assert 'characteristic #2 (id 7, "Fill"): topic: ' in message
+    assert 'characteristic #2 (id 7, "Fill"): sigma: sigma must be positive' in message
+
+
+def test_asymmetric_fixed_limits_are_allowed(tmp_path: Path) -> None:
+    (_, fill) = load_characteristics(write(tmp_path, second(center=10, ucl=16, lcl=7)))
+    assert (fill.chart_spec().ucl, fill.chart_spec().lcl) == (16.0, 7.0)
+
+
+def test_duplicate_id_is_refused(tmp_path: Path) -> None:
+    message = load_error(tmp_path, second(id=1))
+    assert message.endswith(': characteristic #2 (id 1, "Fill"): id: 1 is already the id of '
+                            'characteristic #1 (id 1, "Bore")')
+
+
+def test_duplicate_topic_is_refused(tmp_path: Path) -> None:
+    message = load_error(tmp_path, second(topic="plant1/line1/bore"))
+    assert ': characteristic #2 (id 7, "Fill"): topic: \'plant1/line1/bore\' is already the topic of ' \
+           'characteristic #1 (id 1, "Bore")' in message
+
+
+def test_characteristic_without_id_or_name_is_named_by_index(tmp_path: Path) -> None:
+    message = load_error(tmp_path, '[[characteristic]]\ntopic = "a/b"\nchart = "imr"\n')
+    path = tmp_path / "chars.toml"
+    assert message == f"{path}: characteristic #1: id: required; characteristic #1: name: required"
+
+
+def test_wrong_types_are_not_coerced(tmp_path: Path) -> None:
+    message = load_error(tmp_path, second().replace("id = 7", 'id = "7"'))
+    assert 'characteristic #2 ("Fill"): id: Input should be a valid integer' in message
+
+
+@pytest.mark.parametrize("text, words", [
+    ("", "no characteristics"),
+    ("# nothing yet\n", "no characteristics"),
+    ('[characteristic]\nid = 1\n', "[[characteristic]] table (double brackets)"),
+    ('[[characteristics]]\nid = 1\n', "unknown top-level key(s) characteristics"),
+    ('[[characteristic]]\nid = \n', "not valid TOML"),
+])
+def test_file_level_errors(tmp_path: Path, text: str, words: str) -> None:
+    message = load_error(tmp_path, text)
+    assert message.startswith(f"{tmp_path / 'chars.toml'}: ")
+    assert words in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.toml: no such file"):
+        load_characteristics(tmp_path / "nope.toml")
+
+
+def test_config_is_frozen() -> None:
+    (config, *_) = load_characteristics(EXAMPLE)
+    with pytest.raises(ValueError):
+        config.id = 9
+    assert CharacteristicConfig.model_validate(config.model_dump()).chart_spec() == config.chart_spec()
+
+
+# --- broker URLs -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("mqtt://127.0.0.1", BrokerUrl("mqtt", "127.0.0.1", 1883)),
+    ("mqtt://user:pass@127.0.0.1:1884", BrokerUrl("mqtt", "127.0.0.1", 1884, "user", "pass")),
+    ("mqtts://localhost", BrokerUrl("mqtts", "localhost", 8883)),
+    ("ws://127.0.0.1", BrokerUrl("ws", "127.0.0.1", 9001, path="/mqtt")),
+    ("ws://127.0.0.1:8080/", BrokerUrl("ws", "127.0.0.1", 8080, path="/")),
+    ("wss://u@[::1]/broker", BrokerUrl("wss", "::1", 9443, "u", None, "/broker")),
+    ("MQTT://127.0.0.1:1883/", BrokerUrl("mqtt", "127.0.0.1", 1883)),
+])
+def test_broker_urls(text: str, expected: BrokerUrl) -> None:
+    assert parse_broker_url(text) == expected
+
+
+def test_transport_and_tls() -> None:
+    kinds = {s: parse_broker_url(f"{s}://127.0.0.1") for s in ("mqtt", "mqtts", "ws", "wss")}
+    assert {s: (u.transport, u.tls) for s, u in kinds.items()} == {
+        "mqtt": ("tcp", False), "mqtts": ("tcp", True),
+        "ws": ("websockets", False), "wss": ("websockets", True),
+    }
+
+
+def test_url_encoded_credentials_are_decoded() -> None:
+    url = parse_broker_url("mqtt://op%40line1:p%3Aa%2Fs%40s%25@127.0.0.1")
+    assert (url.username, url.password) == ("op@line1", "p:a/s@s%")
+
+
+def test_password_is_never_shown() -> None:
+    url = parse_broker_url("ws://op%40line1:s3cret@127.0.0.1:9001/mqtt")
+    assert str(url) == "ws://op%40line1:***@127.0.0.1:9001/mqtt"
+    assert repr(url) == "BrokerUrl('ws://op%40line1:***@127.0.0.1:9001/mqtt')"
+    assert "s3cret" not in f"{url} {url!r} {[url]}"
+    assert str(parse_broker_url("mqtt://[::1]")) == "mqtt://[::1]:1883"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("http://127.0.0.1", "unknown scheme 'http'"),
+    ("127.0.0.1:1883", "unknown scheme"),
+    ("mqtt://", "has no host"),
+    ("mqtt://u:pw@:1883", "has no host"),
+    ("mqtt://127.0.0.1:http", "port must be a number 1..65535"),
+    ("mqtt://127.0.0.1:70000", "port must be a number 1..65535"),
+    ("mqtt://127.0.0.1:0", "port must be a number 1..65535"),
+    ("mqtt://127.0.0.1/topic", "only ws:// and wss:// URLs have a path"),
+    ("ws://127.0.0.1/mqtt?x=1", "query or fragment"),
+    ("mqtt://:pw@127.0.0.1", "a password needs a user name"),
+])
+def test_bad_broker_urls(text: str, words: str) -> None:
+    with pytest.raises(ConfigError, match="broker URL") as caught:
+        parse_broker_url(text)
+    assert words in str(caught.value)
+    assert "pw" not in str(caught.value)
+
+
+# --- settings of `spc-bridge run` ------------------------------------------------------------
+
+ENV_NAMES = [
+    "BROKER", "DB", "CONFIG", "CLIENT_ID", "BATCH_SIZE", "BATCH_MS", "MAX_PAYLOAD", "CA_FILE",
+    "CERT_FILE", "KEY_FILE", "MQTT_VERSION",
+]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No SPC_BRIDGE_* variable from the calling shell."""
+    for name in ENV_NAMES:
+        monkeypatch.delenv(f"SPC_BRIDGE_{name}", raising=False)
+    return monkeypatch
+
+
+def parse(argv: list[str]) -> Settings:
+    """Settings from a command line, with defaults from the environment as it is now."""
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    return settings_from_args(parser.parse_args(argv))
+
+
+def test_settings_defaults(clean_env: pytest.MonkeyPatch) -> None:
+    settings = parse(["--config", "chars.toml"])
+    assert settings == Settings(broker=BrokerUrl("mqtt", "127.0.0.1", 1883), config_path=Path("chars.toml"))
+    assert (settings.db_url, settings.client_id, settings.batch_size, settings.batch_ms) == (
+        "sqlite:///spc.db", "spc-bridge", 500, 20.0)
+    assert (settings.max_payload, settings.mqtt_version, settings.ca_file) == (65536, "3.1.1", None)
+
+
+def test_settings_from_environment(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
+    values = {
+        "BROKER": "wss://bridge:pw@127.0.0.1", "DB": "postgresql+psycopg://spc:dbpw@127.0.0.1:5432/test",
+        "CONFIG": "/etc/spc/chars.toml", "CLIENT_ID": "bridge-2", "BATCH_SIZE": "100", "BATCH_MS": "5.5",
+        "MAX_PAYLOAD": "1024", "CA_FILE": str(ca), "MQTT_VERSION": "5",
+    }
+    for name, value in values.items():
+        clean_env.setenv(f"SPC_BRIDGE_{name}", value)
+    settings = parse([])
+    assert settings == Settings(
+        broker=BrokerUrl("wss", "127.0.0.1", 9443, "bridge", "pw", "/mqtt"),
+        db_url="postgresql+psycopg://spc:dbpw@127.0.0.1:5432/test", config_path=Path("/etc/spc/chars.toml"),
+        client_id="bridge-2", batch_size=100, batch_ms=5.5, max_payload=1024, ca_file=ca, mqtt_version="5",
+    )
+    assert "pw" not in repr(settings)
+    # the command line wins over the environment
+    given = parse(["--batch-size", "7", "--broker", "wss://127.0.0.1:1999"])
+    assert (given.batch_size, given.broker.port, given.client_id) == (7, 1999, "bridge-2")
+
+
+def test_config_is_required_without_environment(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse([])
+    assert "--config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env, value, words", [
+    ("BATCH_SIZE", "0", "batch-size: must be at least 1"),
+    ("BATCH_MS", "-1", "batch-ms: must be"),
+    ("MAX_PAYLOAD", "0", "max-payload: must be"),
+    ("MQTT_VERSION", "4", "mqtt-version: must be one of 3.1.1, 5"),
+    ("BROKER", "tcp://127.0.0.1", "unknown scheme 'tcp'"),
+    ("DB", "spc.db", "db: not a database URL"),
+    ("CA_FILE", "ca.pem", "ca-file: given, but the broker URL mqtt://127.0.0.1:1883 is not mqtts://"),
+])
+def test_bad_settings(clean_env: pytest.MonkeyPatch, env: str, value: str, words: str) -> None:
+    clean_env.setenv(f"SPC_BRIDGE_{env}", value)
+    with pytest.raises(ConfigError) as caught:
+        parse(["--config", "c.toml"])
+    assert words in str(caught.value)
+
+
+def test_empty_client_id_is_refused(clean_env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="client-id: must be 1 to 65535 bytes"):
+        parse(["--config", "c.toml", "--client-id", ""])
+
+
+def test_tls_files_must_exist_and_key_needs_certificate(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    key = tmp_path / "client.key"
+    key.write_text("key", encoding="utf-8")
+    base = ["--config", "c.toml", "--broker", "mqtts://127.0.0.1"]
+    with pytest.raises(ConfigError, match="key-file: given without cert-file"):
+        parse([*base, "--key-file", str(key)])
+    with pytest.raises(ConfigError, match="cert-file: .*missing.pem: no such file"):
+        parse([*base, "--cert-file", str(tmp_path / "missing.pem")])
+    assert parse([*base, "--cert-file", str(key), "--key-file", str(key)]).key_file == key
