@@ -1,6 +1,7 @@
 """``spc-bridge tail``: print the bridge's events as they arrive (an aiomqtt subscriber)."""
 
 import asyncio
+import sys
 import threading
 
 import aiomqtt
@@ -21,6 +22,7 @@ async def _tail(url: str, selection: str, stop: threading.Event) -> None:
         transport=broker.transport, websocket_path=broker.path if broker.transport == "websockets" else None,
     ) as client:
         await client.subscribe(topic_filter(selection), qos=1)
+        print(f"tail: {broker} {topic_filter(selection)} (Ctrl-C stops it)", file=sys.stderr, flush=True)
         messages = aiter(client.messages)
         while not stop.is_set():
             try:

@@ -1,11 +1,16 @@
-"""Broker fixtures: Mosquitto from mosquitto.conf and the embedded amqtt broker, each on free loopback ports."""
+"""Fixtures: Mosquitto from mosquitto.conf and the embedded amqtt broker on free loopback ports, and
+fresh databases (a SQLite file, or a new database on PostgreSQL at 127.0.0.1:5432)."""
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.brokers import BrokerHandle, EmbeddedBrokerThread, MosquittoProcess, start_embedded_broker, start_mosquitto
+
+POSTGRES_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 
 
 @pytest.fixture
@@ -33,3 +38,19 @@ def broker(request: pytest.FixtureRequest) -> BrokerHandle:
     """Each broker in turn, as a handle with kind, host, port, ws_port, start() and stop()."""
     handle: BrokerHandle = request.getfixturevalue("embedded_broker" if request.param == "embedded" else "mosquitto")
     return handle
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database URL: a SQLite file, or a new database on the local PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'spc.db'}"
+        return
+    name = f"spc_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
