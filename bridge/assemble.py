@@ -47,7 +47,8 @@ class Assembler:
         try:
             if reading.count is not None:
                 n = evaluator.check_count(reading.count, reading.n)
-                return self._one(reading.ts, lambda: evaluator.add_count(reading.count, n))  # type: ignore[arg-type]
+                count = reading.count
+                return self._one(reading.ts, lambda: evaluator.add_count(count, n))
             values = reading.values or ()
             evaluator.check_values(values)
         except SampleError as error:

@@ -3,14 +3,13 @@ evaluates and stores, paho subscribers on TCP and on WebSockets receive the same
 embedded broker and on Mosquitto, with SQLite and with PostgreSQL."""
 
 import json
-import signal
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from tests.brokers import BrokerHandle, MqttProbe, free_port
-from tests.processes import ChildProcess, bridge_process
+from tests.brokers import BrokerHandle, MqttProbe
+from tests.processes import bridge_process
 
 CONFIG = """
 [[characteristic]]
@@ -118,3 +117,18 @@ def test_gauge_to_tcp_and_websocket_subscribers(broker: BrokerHandle, database: 
             assert tcp.wait_for("spc/bridge/state", 2)[-1].payload == b"offline"
     finally:
         bridge.stop()
+
+
+def test_bridge_connects_over_websockets(broker: BrokerHandle, tmp_path: Path) -> None:
+    """``--broker ws://host:port`` works like TCP: readings in, events out."""
+    bridge = bridge_process(tmp_path, f"ws://{broker.host}:{broker.ws_port}",
+                            f"sqlite:///{tmp_path / 'spc.db'}", write_config(tmp_path))
+    with MqttProbe(broker, "tcp") as probe:
+        probe.subscribe("spc/1/sample")
+        bridge.start()
+        try:
+            probe.publish("plant/line1/shaft", "10.25")
+            assert payloads(probe, "spc/1/sample", 1)[0]["value"] == 10.25
+            assert bridge.stop() == 0
+        finally:
+            bridge.stop()

@@ -103,7 +103,7 @@ class MqttLink:
         if self._v5:
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = SESSION_EXPIRY_S
         self.client.connect_async(self.url.host, self.url.port, keepalive=30,
                                   clean_start=False if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
@@ -127,7 +127,7 @@ class MqttLink:
         self.inbox.put(Disconnected(str(reason)))
 
     def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
-        self.inbox.put(Inbound(message.topic, message.payload, datetime.now(timezone.utc),
+        self.inbox.put(Inbound(message.topic, bytes(message.payload), datetime.now(timezone.utc),
                                Token(self.connection, message.mid, message.qos)))
 
     def ack(self, token: Token) -> None:

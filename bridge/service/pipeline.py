@@ -20,6 +20,7 @@ from bridge.config import CharacteristicConfig
 from bridge.contract import ERRORS_TOPIC, limits_topic, sample_topic, violation_topic
 from bridge.ingest import IngestError, Reading, parse_reading
 from bridge.service import events
+from bridge.spc import Evaluation, Evaluator, Violation
 from bridge.store import queries
 from bridge.store.schema import outbox, readings, rejects
 
@@ -52,6 +53,19 @@ class Characteristic:
     config: CharacteristicConfig
     assembler: Assembler
     published_limits: int = -1  # the evaluator's limits_version last put in the outbox
+
+
+def _sample_payload(key: tuple[int, int], ts: str, evaluation: Evaluation, evaluator: Evaluator,
+                    seq: str | None) -> Callable[["_Ids"], str]:
+    """The sample event of ``key``, once its id is known."""
+    return lambda ids: events.sample_event(ids.samples[key], key[0], ts, evaluation, evaluator, seq)
+
+
+def _violation_payload(position: int, key: tuple[int, int], violation: Violation
+                       ) -> Callable[["_Ids"], str]:
+    """The event of the batch's ``position``-th violation, once the ids are known."""
+    return lambda ids: events.violation_event(ids.violations[position], key[0], ids.samples[key],
+                                              violation)
 
 
 def _iso(moment: datetime) -> str:
@@ -206,17 +220,16 @@ class Pipeline:
                     "ucl": ev.limits.ucl if ev.limits is not None else None,
                     "lcl": ev.limits.lcl if ev.limits is not None else None,
                 })
-                work.events.append((sample_topic(cid), False, lambda ids, k=key, e=ev, t=sample.ts:
-                                    events.sample_event(ids.samples[k], cid, t, e, evaluator, seq)))
+                work.events.append((sample_topic(cid), False,
+                                    _sample_payload(key, sample.ts, ev, evaluator, seq)))
             elif key in work.sample_at:  # a baseline sample of this same batch, judged late
                 work.samples[work.sample_at[key]].update(zone=ev.zone, in_control=ev.in_control)
             else:
                 work.judged.append({"cid": cid, "i": ev.index, "zone": ev.zone,
                                     "in_control": ev.in_control})
             for violation in ev.violations:
-                work.events.append((violation_topic(cid), False, lambda ids, k=key, v=violation,
-                                    at=len(work.violations): events.violation_event(
-                                        ids.violations[at], cid, ids.samples[k], v)))
+                work.events.append((violation_topic(cid), False,
+                                    _violation_payload(len(work.violations), key, violation)))
                 work.violations.append((cid, ev.index, violation))
 
     def _limits(self, work: _Batch, ch: Characteristic) -> None:

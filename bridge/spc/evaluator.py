@@ -48,7 +48,7 @@ class Params(NamedTuple):
 class Violation(NamedTuple):
     """A rule that fired at a sample, on one chart (``i``, ``mr``, ``xbar``, ``r``, ...)."""
 
-    index: int
+    sample_index: int
     rule_id: int
     rule_name: str
     severity: str

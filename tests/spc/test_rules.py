@@ -13,7 +13,7 @@ def fixed(rules: object, **spec: object) -> Evaluator:
 
 def fired(evaluator: Evaluator, values: list[float]) -> list[tuple[int, int]]:
     """(index, rule id) of every violation raised while feeding ``values``."""
-    return [(v.index, v.rule_id) for x in values for e in evaluator.add_values([x])
+    return [(v.sample_index, v.rule_id) for x in values for e in evaluator.add_values([x])
             for v in e.violations]
 
 
@@ -65,7 +65,7 @@ def test_continuing_pattern_fires_once_and_again_after_it_stops() -> None:
     evaluator = fixed([2])
     series = [0.5] * 12 + [-0.5] + [0.5] * 9
     evaluations = [e for x in series for e in evaluator.add_values([x])]
-    assert [(v.index, v.rule_id) for e in evaluations for v in e.violations] == [(8, 2), (21, 2)]
+    assert [(v.sample_index, v.rule_id) for e in evaluations for v in e.violations] == [(8, 2), (21, 2)]
     assert [e.in_control for e in evaluations[7:13]] == [True, False, False, False, False, True]
 
 
@@ -73,7 +73,7 @@ def test_rule1_continuing_beyond_limit_is_one_alarm_but_every_point_out_of_contr
     """Consecutive points beyond the UCL raise one violation; each is out of control."""
     evaluator = fixed([1])
     evaluations = [e for x in [3.5, 4.0, 3.2, 0.0, 3.3] for e in evaluator.add_values([x])]
-    assert [[v.index for v in e.violations] for e in evaluations] == [[0], [], [], [], [4]]
+    assert [[v.sample_index for v in e.violations] for e in evaluations] == [[0], [], [], [], [4]]
     assert [e.in_control for e in evaluations] == [False, False, False, True, False]
     assert [e.zone for e in evaluations][:3] == ["beyond_ucl"] * 3
 
@@ -94,7 +94,7 @@ def test_configured_counts_and_severity() -> None:
                                                                           "window": 4}])
     evaluator = fixed([{"id": 2, "count": 7, "severity": "CRITICAL"}])
     violations = [v for x in [0.5] * 7 for e in evaluator.add_values([x]) for v in e.violations]
-    assert [(v.index, v.rule_name, v.severity) for v in violations] == [
+    assert [(v.sample_index, v.rule_name, v.severity) for v in violations] == [
         (6, "Seven points in a row on one side of the center line", "CRITICAL")]
     assert rules[1].name == "Three of four points beyond 2 sigma on the same side"
 

@@ -44,7 +44,7 @@ def stream(spec: ChartSpec, samples: list[list[float]], cuts: set[int]) -> list[
 
 def on_chart(evaluations: list[Evaluation], chart: str) -> list[tuple[int, int]]:
     """(sample index, rule id) of the streamed violations on one chart."""
-    return sorted((v.index, v.rule_id) for e in evaluations for v in e.violations
+    return sorted((v.sample_index, v.rule_id) for e in evaluations for v in e.violations
                   if v.chart == chart)
 
 
