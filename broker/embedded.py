@@ -13,13 +13,17 @@ from types import TracebackType
 from typing import Any, Self
 
 import websockets
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerType
 from amqtt.errors import BrokerError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 from websockets.asyncio.server import Server as WebSocketServer
 from websockets.exceptions import InvalidMessage
+
+from broker.amqtt_fixes import AtLeastOnceBrokerHandler
 
 __all__ = [
     "BrokerStartError",
@@ -35,6 +39,8 @@ __all__ = [
 _NOISY_LOGGERS = ("amqtt", "transitions")
 _STOP_TIMEOUT = 10.0
 _START_TIMEOUT = 10.0
+# How long a reconnecting client waits for the broker to finish with its previous connection.
+_TAKEOVER_TIMEOUT = 5.0
 
 
 class BrokerStartError(RuntimeError):
@@ -86,7 +92,47 @@ class OpenAuthPlugin(BaseAuthPlugin):
 
 
 class _Broker(Broker):
-    """amqtt's Broker with a WebSocket listener paho can stay connected to, and a clear port-in-use error."""
+    """amqtt's Broker with a WebSocket listener paho can stay connected to, a clear port-in-use error, and
+    QoS 1 messages kept until the client acknowledges them (amqtt #401)."""
+
+    async def _initialize_client_session(
+        self,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        remote_address: str,
+        remote_port: int,
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        # amqtt #401: every connection gets our AtLeastOnceBrokerHandler (broker/amqtt_fixes.py) instead of the
+        # BrokerProtocolHandler that amqtt builds from the CONNECT packet (amqtt/broker.py:489). That handler is
+        # still fresh here: no session attached, no task started (amqtt/mqtt/protocol/broker_handler.py:248),
+        # and amqtt attaches and starts whichever one this returns (amqtt/broker.py:579-593). A subclass for our
+        # brokers only, rather than patching amqtt's class: nothing global changes, so nothing needs patching
+        # once, and other amqtt brokers or clients in the same process keep amqtt's behaviour.
+        _, session = await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+        await self._close_previous_connection(session)
+        return AtLeastOnceBrokerHandler(self.plugins_manager), session
+
+    async def _close_previous_connection(self, session: Session) -> None:
+        """Close the connection a reconnecting persistent session still has, and wait until amqtt is done with it.
+
+        A client that comes back before the broker noticed its old connection die (power cut, NAT timeout) makes
+        amqtt take the session over (amqtt/broker.py:570-575): it stops the old handler but leaves the old
+        connection's task running, which then marks the session disconnected (amqtt/broker.py:697-698) while
+        the new connection is using it. From then on every message for the session is queued for a later
+        connection (amqtt/broker.py:1034-1040) instead of sent. Doing the closing here, before amqtt looks at
+        the session's state, and waiting for that task, lets amqtt connect the session as after any disconnect.
+        """
+        if not session.transitions.is_connected():
+            return
+        _, previous = self._sessions.get(session.client_id, (None, None))
+        if previous is None:
+            return
+        await previous.handle_connection_closed()  # what amqtt's take-over does first, then the same stop
+        await previous.stop()
+        deadline = asyncio.get_running_loop().time() + _TAKEOVER_TIMEOUT
+        while session.transitions.is_connected() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        # Still connected after the bound: amqtt's own take-over goes on from here, as without this method.
 
     async def _create_server_instance(
         self,

@@ -120,6 +120,9 @@ class MqttLink:
         for start in range(0, len(self.topics), 100):
             client.subscribe([(t, 1) for t in self.topics[start:start + 100]])
         self.connected.set()
+        if self.connection > 1 and not flags.session_present:
+            log.warning("the broker kept no session for %s: readings published while the bridge "
+                        "was away are lost (is the broker's persistence on?)", client._client_id)
         self.inbox.put(Connected(self.connection, bool(flags.session_present)))
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -128,7 +131,8 @@ class MqttLink:
 
     def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
         self.inbox.put(Inbound(message.topic, bytes(message.payload), datetime.now(timezone.utc),
-                               Token(self.connection, message.mid, message.qos)))
+                               Token(self.connection, message.mid, message.qos),
+                               message.mid if message.qos else None, bool(message.dup)))
 
     def ack(self, token: Token) -> None:
         """Acknowledge a committed message, unless it came on an earlier connection.

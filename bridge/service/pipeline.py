@@ -6,6 +6,7 @@ together, so after a crash the database never holds a sample without its events 
 after the commit are the messages acknowledged and the events published (by the caller).
 """
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -26,15 +27,19 @@ from bridge.store.schema import outbox, readings, rejects
 
 log = logging.getLogger(__name__)
 REJECT_PAYLOAD_CHARS = 4096
-
-
 class Inbound(NamedTuple):
-    """A message as received: the transport's ``token`` is what acknowledging it needs."""
+    """A message as received: the transport's ``token`` is what acknowledging it needs.
+
+    ``delivery_id`` is the MQTT packet id of a QoS 1 message (None at QoS 0) and ``redelivered``
+    its DUP flag: the broker is sending it again because it has no PUBACK for it.
+    """
 
     topic: str
     payload: bytes
     received_at: datetime
     token: Any
+    delivery_id: int | None = None
+    redelivered: bool = False
 
 
 class Outgoing(NamedTuple):
@@ -44,6 +49,17 @@ class Outgoing(NamedTuple):
     topic: str
     payload: str
     retain: bool
+
+
+# A broker hands out a packet id again only after tens of thousands of others (Mosquitto and
+# amqtt count up to 65535), while a redelivery concerns one of the last in-flight window of
+# messages; so a DUP whose id and content match one of the last REDELIVERY_WINDOW deliveries is
+# that delivery again.
+REDELIVERY_WINDOW = 30_000
+
+
+def _digest(message: Inbound) -> str:
+    return hashlib.blake2b(message.topic.encode() + b"\0" + message.payload, digest_size=8).hexdigest()
 
 
 @dataclass
@@ -89,6 +105,7 @@ class _Batch:
         self.readings: list[dict[str, Any]] = []
         self.violations: list[tuple[int, int, Any]] = []   # (characteristic, idx, Violation)
         self.rejects: list[dict[str, Any]] = []
+        self.deliveries: dict[int, dict[str, Any]] = {}  # by packet id
         # events in publication order: (topic, retain, payload from the ids once they are known)
         self.events: list[tuple[str, bool, Callable[[_Ids], str]]] = []
 
@@ -105,7 +122,9 @@ class Pipeline:
         self.by_topic: dict[str, Characteristic] = {}
         self.by_id: dict[int, Characteristic] = {}
         self.next_seq = 1
+        self.delivered = 0  # counter of the latest delivery recorded
         self.rejected = 0
+        self.duplicates = 0
 
     @property
     def topics(self) -> list[str]:
@@ -120,6 +139,7 @@ class Pipeline:
                  "config": c.model_dump_json()} for c in self.configs])
             saved = queries.load_states(conn)
             self.next_seq = queries.next_outbox_seq(conn, self.bridge)
+            self.delivered = queries.last_delivery(conn, self.bridge)
         for config in self.configs:
             state, pending = saved.get(config.id, (None, None))
             ch = Characteristic(config, Assembler(config.chart_spec(), state, pending))
@@ -147,26 +167,51 @@ class Pipeline:
     def process(self, batch: Sequence[Inbound], confirmed_up_to: int = 0) -> list[Outgoing]:
         """Evaluate and commit one batch; return its events, to publish after the commit."""
         touched: dict[int, Characteristic] = {}
+        delivered, duplicates = self.delivered, self.duplicates
         try:
             with self.engine.begin() as conn:
                 work = _Batch()
-                parsed = [p for p in (self._parse(work, m) for m in batch) if p is not None]
+                fresh = self._new_deliveries(conn, work, batch)
+                parsed = [p for p in (self._parse(work, m) for m in fresh) if p is not None]
                 known = queries.known_seqs(
                     conn, [(ch.config.id, r.seq) for _, ch, r in parsed if r.seq is not None])
                 for message, ch, reading in parsed:
                     if reading.seq is not None:
                         key = (ch.config.id, reading.seq)
                         if key in known:
-                            continue  # stored before: a redelivery
+                            self.duplicates += 1  # stored before: a redelivery or a resend
+                            continue
                         known.add(key)
                     touched[ch.config.id] = ch
                     self._accept(work, message, ch, reading)
                 out = self._commit(conn, work, touched, confirmed_up_to)
         except Exception:
+            self.delivered, self.duplicates = delivered, duplicates
             self._reload(touched)
             raise
         self.rejected += len(work.rejects)
         return out
+
+    def _new_deliveries(self, conn: Any, work: _Batch, batch: Sequence[Inbound]) -> list[Inbound]:
+        """The messages of ``batch`` that are not redeliveries of messages processed before."""
+        redelivered = [m.delivery_id for m in batch if m.redelivered and m.delivery_id is not None]
+        seen = queries.deliveries_of(conn, self.bridge, redelivered)
+        fresh = []
+        for message in batch:
+            mid = message.delivery_id
+            if mid is not None:
+                digest = _digest(message)
+                prior = seen.get(mid)
+                if (message.redelivered and prior is not None and prior[0] == digest
+                        and self.delivered - prior[1] < REDELIVERY_WINDOW):
+                    self.duplicates += 1
+                    continue
+                self.delivered += 1
+                seen[mid] = (digest, self.delivered)
+                work.deliveries[mid] = {"bridge": self.bridge, "mid": mid, "digest": digest,
+                                        "counter": self.delivered}
+            fresh.append(message)
+        return fresh
 
     def _parse(self, work: _Batch, message: Inbound) -> tuple[Inbound, Characteristic, Reading] | None:
         ch = self.by_topic.get(message.topic)
@@ -250,6 +295,7 @@ class Pipeline:
              "acknowledged": False}
             for cid, idx, v in work.violations])
         queries.insert_rows(conn, rejects, work.rejects)
+        queries.record_deliveries(conn, list(work.deliveries.values()))
         queries.save_states(conn, [
             {"characteristic_id": cid, "state": json.dumps(ch.assembler.evaluator.state()),
              "pending": json.dumps(ch.assembler.pending)} for cid, ch in touched.items()])

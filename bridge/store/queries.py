@@ -7,8 +7,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from sqlalchemy.dialects import postgresql, sqlite
+
 from bridge.store.schema import (
-    characteristics, engine_state, metadata, outbox, readings, samples, violations,
+    characteristics, deliveries, engine_state, metadata, outbox, readings, samples, violations,
 )
 
 
@@ -140,3 +142,30 @@ def delete_confirmed(conn: Connection, bridge: str, up_to: int) -> None:
     """Forget the events the broker has acknowledged (every seq <= ``up_to``)."""
     conn.execute(sa.delete(outbox).where(outbox.c.bridge == bridge, outbox.c.seq <= up_to))
 
+
+
+def last_delivery(conn: Connection, bridge: str) -> int:
+    """The counter of this bridge's latest recorded delivery (0 if none)."""
+    last = conn.execute(sa.select(sa.func.max(deliveries.c.counter))
+                        .where(deliveries.c.bridge == bridge)).scalar()
+    return int(last or 0)
+
+
+def deliveries_of(conn: Connection, bridge: str, mids: Sequence[int]) -> dict[int, tuple[str, int]]:
+    """(digest, counter) of the latest message processed under each of ``mids``."""
+    if not mids:
+        return {}
+    query = sa.select(deliveries.c.mid, deliveries.c.digest, deliveries.c.counter).where(
+        deliveries.c.bridge == bridge, deliveries.c.mid.in_(mids))
+    return {mid: (digest, counter) for mid, digest, counter in conn.execute(query)}
+
+
+def record_deliveries(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert (bridge, mid, digest, counter) rows."""
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(deliveries)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=[deliveries.c.bridge, deliveries.c.mid],
+        set_={"digest": statement.excluded.digest, "counter": statement.excluded.counter}), rows)

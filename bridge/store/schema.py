@@ -1,4 +1,5 @@
-"""The tables: characteristics, readings, samples, violations, engine state, outbox, rejects."""
+"""The tables: characteristics, readings, samples, violations, engine state, outbox, deliveries,
+rejects."""
 
 import sqlalchemy as sa
 
@@ -80,6 +81,17 @@ outbox = sa.Table(
     sa.Column("topic", sa.String(1024), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("retain", sa.Boolean, nullable=False),
+)
+
+# The latest message this bridge processed under each MQTT packet id, to recognise a redelivery
+# (DUP) of a message committed before a crash whose PUBACK the broker never received; ``counter``
+# numbers the bridge's deliveries, as a broker reuses an id only after many others.
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("bridge", sa.String(200), primary_key=True),
+    sa.Column("mid", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("digest", sa.String(32), nullable=False),
+    sa.Column("counter", sa.BigInteger, nullable=False),
 )
 
 rejects = sa.Table(

@@ -1,0 +1,110 @@
+"""Nothing lost, nothing doubled, shown with real crashes: kill -9 of the bridge, a Mosquitto restart
+and a 10 s broker outage during a QoS 1 stream from several gauges, on both brokers."""
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.brokers import BrokerHandle, MqttProbe
+from tests.processes import bridge_process
+from tests.stream import Gauges, Recorder, assert_nothing_lost_or_doubled, write_config
+
+READINGS = 5000
+RATE = 700.0  # readings per second: the stream lasts about 7 s
+
+AMQTT_NO_PERSISTENCE = pytest.mark.xfail(
+    strict=True, reason="amqtt 0.12 keeps sessions and queued messages in memory only: a restart "
+                        "of the embedded broker loses them (use Mosquitto where no reading may be lost)")
+
+
+def test_kill_bridge_three_times(broker: BrokerHandle, tmp_path: Path) -> None:
+    """kill -9 the bridge three times at random moments; restart it each time."""
+    db = f"sqlite:///{tmp_path / 'spc.db'}"
+    bridge = bridge_process(tmp_path, f"mqtt://{broker.host}:{broker.port}", db, write_config(tmp_path))
+    bridge.start()
+    recorder = Recorder(broker)
+    gauges = Gauges(broker, READINGS, RATE)
+    rng = random.Random(42)
+    try:
+        gauges.start()
+        for _ in range(3):
+            time.sleep(rng.uniform(0.5, 2.0))
+            bridge.kill()
+            time.sleep(rng.uniform(0.0, 0.5))
+            bridge.start()
+        gauges.wait(60)
+        assert_nothing_lost_or_doubled(gauges, recorder, db)
+    finally:
+        gauges.close()
+        recorder.close()
+        bridge.stop()
+
+
+@pytest.mark.parametrize("broker", [
+    "mosquitto", pytest.param("embedded", marks=AMQTT_NO_PERSISTENCE)], indirect=True)
+def test_restart_broker_mid_stream(broker: BrokerHandle, tmp_path: Path) -> None:
+    """Stop and start the broker (persistence on) in the middle of the stream."""
+    db = f"sqlite:///{tmp_path / 'spc.db'}"
+    bridge = bridge_process(tmp_path, f"mqtt://{broker.host}:{broker.port}", db, write_config(tmp_path))
+    bridge.start()
+    recorder = Recorder(broker)
+    gauges = Gauges(broker, READINGS, RATE)
+    try:
+        gauges.start()
+        time.sleep(3)
+        broker.stop()
+        broker.start()
+        gauges.wait(90)
+        # A gauge's own paho client may reorder across the broker restart (a message published
+        # while it reconnects can overtake the resends), so readings are compared as sets here.
+        assert_nothing_lost_or_doubled(gauges, recorder, db, timeout=90, gauge_order=False)
+    finally:
+        gauges.close()
+        recorder.close()
+        bridge.stop()
+
+
+@pytest.mark.parametrize("broker", [
+    "mosquitto", pytest.param("embedded", marks=AMQTT_NO_PERSISTENCE)], indirect=True)
+def test_broker_away_for_ten_seconds(broker: BrokerHandle, tmp_path: Path) -> None:
+    """Readings committed before a 10 s outage, and events that could not be sent, arrive after it."""
+    db = f"sqlite:///{tmp_path / 'spc.db'}"
+    bridge = bridge_process(tmp_path, f"mqtt://{broker.host}:{broker.port}", db, write_config(tmp_path))
+    bridge.start()
+    recorder = Recorder(broker)
+    gauges = Gauges(broker, 1000, 2000.0)
+    try:
+        gauges.start()
+        gauges.wait(30)
+        broker.stop()
+        time.sleep(10)
+        broker.start()
+        assert_nothing_lost_or_doubled(gauges, recorder, db, timeout=90)
+        assert "MQTT Connected(number=2" in bridge.output()
+    finally:
+        gauges.close()
+        recorder.close()
+        bridge.stop()
+
+
+@pytest.mark.parametrize("broker", ["embedded"], indirect=True)
+def test_subscriptions_restored_when_the_broker_lost_the_session(broker: BrokerHandle,
+                                                                 tmp_path: Path) -> None:
+    """A broker restarted without its sessions: the bridge subscribes again and says online."""
+    db = f"sqlite:///{tmp_path / 'spc.db'}"
+    bridge = bridge_process(tmp_path, f"mqtt://{broker.host}:{broker.port}", db, write_config(tmp_path))
+    bridge.start()
+    try:
+        broker.stop()
+        broker.start()
+        with MqttProbe(broker, "tcp") as probe:
+            probe.subscribe("spc/bridge/state")
+            probe.subscribe("spc/1/sample")
+            assert probe.wait_for("spc/bridge/state", 1, timeout=40)[-1].payload == b"online"
+            probe.publish("line/seq", '{"value": 10.0, "seq": 1}')
+            assert probe.wait_for("spc/1/sample", 1, timeout=15)
+        assert "the broker kept no session" in bridge.output()
+    finally:
+        bridge.stop()
