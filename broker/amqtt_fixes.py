@@ -12,7 +12,8 @@ and starts the new connection's handler on it, broker.py:579-593).
 
 `AtLeastOnceBrokerHandler` puts an unacknowledged outgoing QoS 1 message back into `inflight_out` when that
 flow ends, and honours a PUBACK that comes after the 5 s wait, which amqtt ignores (handler.py:677-688).
-QoS 2 is left as amqtt has it (we use QoS 1 only; see README).
+QoS 2 is left as amqtt has it: we use QoS 1 only, and its flow frees the packet id before PUBCOMP
+(handler.py:393-395), so keeping it would take more than this.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class AtLeastOnceBrokerHandler(BrokerProtocolHandler):
     async def _handle_qos1_message_flow(
         self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
     ) -> None:
-        session = self.session  # the handler may be detached by the time the flow ends
+        session = self.session  # read once: the flow can outlive the connection it started on
         try:
             await super()._handle_qos1_message_flow(app_message)
         except TimeoutError:

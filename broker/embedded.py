@@ -92,8 +92,9 @@ class OpenAuthPlugin(BaseAuthPlugin):
 
 
 class _Broker(Broker):
-    """amqtt's Broker with a WebSocket listener paho can stay connected to, a clear port-in-use error, and
-    QoS 1 messages kept until the client acknowledges them (amqtt #401)."""
+    """amqtt's Broker with a WebSocket listener paho can stay connected to, a clear port-in-use error, QoS 1
+    messages kept until the client acknowledges them (amqtt #401), and a session that a client takes over from
+    its own stale connection left online."""
 
     async def _initialize_client_session(
         self,

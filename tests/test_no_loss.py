@@ -35,7 +35,10 @@ def test_kill_bridge_three_times(broker: BrokerHandle, tmp_path: Path) -> None:
             time.sleep(rng.uniform(0.0, 0.5))
             bridge.start()
         gauges.wait(60)
-        assert_nothing_lost_or_doubled(gauges, recorder, db)
+        # amqtt lets new messages overtake the redeliveries when a client reconnects (README,
+        # "Brokers"), so on the embedded broker readings are compared as sets; events still
+        # follow the stored order.
+        assert_nothing_lost_or_doubled(gauges, recorder, db, gauge_order=broker.kind == "mosquitto")
     finally:
         gauges.close()
         recorder.close()
