@@ -1,6 +1,7 @@
 """The ``spc-bridge`` command line: it only parses options and wires the parts together."""
 
 import argparse
+import faulthandler
 import json
 import logging
 import signal
@@ -14,10 +15,20 @@ log = logging.getLogger("spc-bridge")
 
 
 def stop_on_signals() -> threading.Event:
-    """An event set by SIGINT or SIGTERM (graceful stop)."""
+    """An event set by SIGINT or SIGTERM (graceful stop); call it before starting any thread.
+
+    The signals are blocked in every thread and taken by one waiting thread, so a stop never
+    depends on which thread the kernel picks or on what the main thread is doing.
+    """
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+
+    def wait() -> None:
+        signal.sigwait(signals)
+        stop.set()
+
+    threading.Thread(target=wait, name="signals", daemon=True).start()
     return stop
 
 
@@ -28,7 +39,8 @@ def _run(args: argparse.Namespace) -> int:
     configs = load_characteristics(settings.config_path)
     log.info("bridge %s: %d characteristics, broker %s, database %s", settings.client_id,
              len(configs), settings.broker, settings.db_url.split("@")[-1])
-    Bridge(settings, configs).run(stop_on_signals())
+    stop = stop_on_signals()
+    Bridge(settings, configs).run(stop)
     return 0
 
 
@@ -120,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` shows every thread
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

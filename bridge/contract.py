@@ -5,7 +5,7 @@ Field names are those of the OpenSPC WebSocket seed (``sample_id``, ``characteri
 ``ack_reason``, ...). Events are JSON, published at QoS 1 after the data they describe is committed.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -14,13 +14,29 @@ STATE_TOPIC = f"{ROOT}/bridge/state"
 ERRORS_TOPIC = f"{ROOT}/bridge/errors"
 ONLINE = "online"
 OFFLINE = "offline"
-EVENT_KINDS = ("sample", "violation", "ack", "limits")
 EVENT_QOS = 1
 
 
-def event_topic(characteristic_id: int, kind: str) -> str:
-    """``spc/<id>/<kind>`` for kind in sample, violation, ack, limits."""
-    return f"{ROOT}/{characteristic_id}/{kind}"
+# Commands, as zigbee2mqtt's request/response topics: a client publishes a request on
+# spc/bridge/request/<its user name>/<command> (the broker's ACL lets it use its own name only,
+# so the bridge knows who is asking) and the answer comes on spc/bridge/response/<user>/<command>,
+# which only that user may read. It works on MQTT 3.1.1 and 5 alike.
+REQUEST_ROOT = f"{ROOT}/bridge/request"
+RESPONSE_ROOT = f"{ROOT}/bridge/response"
+REQUEST_FILTER = f"{REQUEST_ROOT}/+/+"
+ACK_COMMAND = "ack"
+HISTORY_COMMAND = "history"
+COMMANDS = (ACK_COMMAND, HISTORY_COMMAND)
+
+
+def request_topic(user: str, command: str) -> str:
+    """Where ``user`` sends ``command`` to the bridge."""
+    return f"{REQUEST_ROOT}/{user}/{command}"
+
+
+def response_topic(user: str, command: str) -> str:
+    """Where the bridge answers ``user``'s ``command``."""
+    return f"{RESPONSE_ROOT}/{user}/{command}"
 
 
 def sample_topic(characteristic_id: int) -> str:
@@ -130,3 +146,33 @@ class ErrorEvent(_Event):
     reason: str
     payload: str
     received_at: str
+
+
+class AckRequest(BaseModel):
+    """``spc/bridge/request/<user>/ack``: acknowledge one or several violations, with a reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    violation_id: int | None = None
+    violation_ids: list[int] | None = None
+    reason: str
+    transaction: str | int | None = None
+
+
+class HistoryRequest(BaseModel):
+    """``spc/bridge/request/<user>/history``: the last samples and violations of a characteristic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    characteristic_id: int
+    limit: int = 100
+    transaction: str | int | None = None
+
+
+class CommandResponse(_Event):
+    """``spc/bridge/response/<user>/<command>``: ``ok`` with data, or ``error`` with the reason."""
+
+    status: Literal["ok", "error"]
+    data: dict[str, Any] = {}
+    error: str | None = None
+    transaction: str | int | None = None

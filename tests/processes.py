@@ -66,9 +66,12 @@ class ChildProcess:
             try:
                 return proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGUSR1)  # the bridge dumps its threads' stacks to the log
+                time.sleep(0.5)
                 proc.kill()
                 proc.wait(STOP_TIMEOUT)
-                raise
+                raise TimeoutError(f"no exit {STOP_TIMEOUT} s after signal {signum}:\n"
+                                   f"{self.output()[-6000:]}") from None
         return proc.returncode
 
     def kill(self) -> None:

@@ -1,41 +1,50 @@
-"""Turn the engine's results into the wire events of bridge.contract (JSON text)."""
+"""Turn the engine's results and stored rows into the wire events of bridge.contract (JSON text)."""
+
+from collections.abc import Mapping
+from typing import Any
 
 from bridge.contract import (
-    CapabilityIndices, DispersionLimits, ErrorEvent, LimitsEvent, SampleEvent, ViolationEvent,
+    AckEvent, CapabilityIndices, DispersionLimits, ErrorEvent, LimitsEvent, SampleEvent, ViolationEvent,
 )
-from bridge.spc import Evaluation, Evaluator, Violation
+from bridge.spc import ChartSpec, Evaluator
 
 # the name of the dispersion statistic in a sample event, by dispersion chart
 _SPREAD_FIELD = {"mr": "mr", "r": "range", "s": "s"}
 ERROR_PAYLOAD_CHARS = 256
 
 
-def sample_event(sample_id: int, characteristic_id: int, ts: str, evaluation: Evaluation,
-                 evaluator: Evaluator, seq: str | None) -> str:
-    """``spc/<id>/sample`` for one evaluated sample."""
+def sample_event(sample_id: int, row: Mapping[str, Any], spec: ChartSpec, seq: str | None) -> str:
+    """``spc/<id>/sample`` for a sample as stored (a row of the samples table)."""
     fields: dict[str, object] = {
-        "sample_id": sample_id, "characteristic_id": characteristic_id, "timestamp": ts,
-        "value": evaluation.value, "zone": evaluation.zone, "in_control": evaluation.in_control,
-        "n": evaluation.n,
+        "sample_id": sample_id, "characteristic_id": row["characteristic_id"],
+        "timestamp": row["ts"], "value": row["value"], "zone": row["zone"],
+        "in_control": row["in_control"], "n": row["n"],
     }
-    dispersion = evaluator.spec.type.dispersion
-    if dispersion is not None and evaluation.spread is not None:
-        fields[_SPREAD_FIELD[dispersion]] = evaluation.spread
-    limits = evaluation.limits
-    if limits is not None and evaluation.n != evaluator.spec.subgroup_size:
-        fields["ucl"], fields["lcl"] = limits.ucl, limits.lcl
+    dispersion = spec.type.dispersion
+    if dispersion is not None and row["spread"] is not None:
+        fields[_SPREAD_FIELD[dispersion]] = row["spread"]
+    if row["ucl"] is not None and row["n"] != spec.subgroup_size:
+        fields["ucl"], fields["lcl"] = row["ucl"], row["lcl"]
     if seq is not None:
         fields["seq"] = seq
     return SampleEvent(**fields).model_dump_json(exclude_unset=True)  # type: ignore[arg-type]
 
 
-def violation_event(violation_id: int, characteristic_id: int, sample_id: int,
-                    violation: Violation) -> str:
-    """``spc/<id>/violation`` for one rule that fired."""
+def violation_event(violation_id: int, row: Mapping[str, Any]) -> str:
+    """``spc/<id>/violation`` for a violation as stored (a row of the violations table)."""
     return ViolationEvent(
-        violation_id=violation_id, characteristic_id=characteristic_id, sample_id=sample_id,
-        rule_id=violation.rule_id, rule_name=violation.rule_name, severity=violation.severity,
-        chart=violation.chart,
+        violation_id=violation_id, characteristic_id=row["characteristic_id"],
+        sample_id=row["sample_id"], rule_id=row["rule_id"], rule_name=row["rule_name"],
+        severity=row["severity"], chart=row["chart"],
+    ).model_dump_json()
+
+
+def ack_event(row: Mapping[str, Any]) -> str:
+    """``spc/<id>/ack`` (the seed's ``ack_update``) for a violation row after acknowledgement."""
+    return AckEvent(
+        violation_id=row["id"], characteristic_id=row["characteristic_id"],
+        acknowledged=row["acknowledged"], ack_user=row["ack_user"], ack_reason=row["ack_reason"],
+        ack_time=row["ack_time"],
     ).model_dump_json()
 
 

@@ -18,10 +18,10 @@ from sqlalchemy.engine import Engine
 
 from bridge.assemble import Assembler, Sample
 from bridge.config import CharacteristicConfig
-from bridge.contract import ERRORS_TOPIC, limits_topic, sample_topic, violation_topic
+from bridge.contract import ERRORS_TOPIC, REQUEST_FILTER, limits_topic, sample_topic, violation_topic
 from bridge.ingest import IngestError, Reading, parse_reading
-from bridge.service import events
-from bridge.spc import Evaluation, Evaluator, Violation
+from bridge.service import commands, events
+from bridge.spc import ChartSpec
 from bridge.store import queries
 from bridge.store.schema import outbox, readings, rejects
 
@@ -71,21 +71,33 @@ class Characteristic:
     published_limits: int = -1  # the evaluator's limits_version last put in the outbox
 
 
-def _sample_payload(key: tuple[int, int], ts: str, evaluation: Evaluation, evaluator: Evaluator,
+def _sample_payload(key: tuple[int, int], row: dict[str, Any], spec: ChartSpec,
                     seq: str | None) -> Callable[["_Ids"], str]:
     """The sample event of ``key``, once its id is known."""
-    return lambda ids: events.sample_event(ids.samples[key], key[0], ts, evaluation, evaluator, seq)
+    return lambda ids: events.sample_event(ids.samples[key], row, spec, seq)
 
 
-def _violation_payload(position: int, key: tuple[int, int], violation: Violation
-                       ) -> Callable[["_Ids"], str]:
+def _ready(payload: str) -> Callable[["_Ids"], str]:
+    """An event whose payload needs no database id."""
+    return lambda _: payload
+
+
+def _violation_payload(position: int) -> Callable[["_Ids"], str]:
     """The event of the batch's ``position``-th violation, once the ids are known."""
-    return lambda ids: events.violation_event(ids.violations[position], key[0], ids.samples[key],
-                                              violation)
+    return lambda ids: events.violation_event(ids.violations[position], ids.violation_rows[position])
 
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
+
+
+def _reject_row(message: Inbound, reason: str) -> dict[str, Any]:
+    """A row of the rejects table: the message's topic, the reason and the start of its payload."""
+    return {
+        "topic": message.topic, "reason": reason, "received_at": message.received_at,
+        "payload": message.payload[:REJECT_PAYLOAD_CHARS * 4].decode("utf-8", "replace")
+        [:REJECT_PAYLOAD_CHARS],
+    }
 
 
 class _Ids(NamedTuple):
@@ -93,6 +105,7 @@ class _Ids(NamedTuple):
 
     samples: dict[tuple[int, int], int]
     violations: list[int]
+    violation_rows: list[dict[str, Any]]
 
 
 class _Batch:
@@ -106,6 +119,7 @@ class _Batch:
         self.violations: list[tuple[int, int, Any]] = []   # (characteristic, idx, Violation)
         self.rejects: list[dict[str, Any]] = []
         self.deliveries: dict[int, dict[str, Any]] = {}  # by packet id
+        self.requests: list[tuple[Inbound, str, str]] = []  # (message, user, command)
         # events in publication order: (topic, retain, payload from the ids once they are known)
         self.events: list[tuple[str, bool, Callable[[_Ids], str]]] = []
 
@@ -128,8 +142,8 @@ class Pipeline:
 
     @property
     def topics(self) -> list[str]:
-        """The ingest topics to subscribe to."""
-        return list(self.by_topic)
+        """The topics to subscribe to: every ingest topic and the command requests."""
+        return [*self.by_topic, REQUEST_FILTER]
 
     def start(self) -> list[Outgoing]:
         """Load the characteristics and their saved state; return every unconfirmed event."""
@@ -150,7 +164,7 @@ class Pipeline:
             batch = _Batch()
             for ch in self.by_id.values():
                 self._limits(batch, ch)
-            self._write_events(conn, batch, _Ids({}, []))
+            self._write_events(conn, batch, _Ids({}, [], []))
             return [Outgoing(*r) for r in queries.pending_outbox(conn, self.bridge, 0, 10**9)]
 
     def pending_after(self, seq: int, limit: int) -> list[Outgoing]:
@@ -214,6 +228,10 @@ class Pipeline:
         return fresh
 
     def _parse(self, work: _Batch, message: Inbound) -> tuple[Inbound, Characteristic, Reading] | None:
+        request = commands.parse_request_topic(message.topic)
+        if request is not None:
+            work.requests.append((message, *request))
+            return None
         ch = self.by_topic.get(message.topic)
         if ch is None:
             self._reject(work, message, "no characteristic is configured for this topic")
@@ -225,14 +243,9 @@ class Pipeline:
             return None
 
     def _reject(self, work: _Batch, message: Inbound, reason: str) -> None:
-        received = _iso(message.received_at)
-        work.rejects.append({
-            "topic": message.topic, "reason": reason, "received_at": message.received_at,
-            "payload": message.payload[:REJECT_PAYLOAD_CHARS * 4].decode("utf-8", "replace")
-            [:REJECT_PAYLOAD_CHARS],
-        })
-        payload = events.error_event(message.topic, reason, message.payload, received)
-        work.events.append((ERRORS_TOPIC, False, lambda _: payload))
+        work.rejects.append(_reject_row(message, reason))
+        payload = events.error_event(message.topic, reason, message.payload, _iso(message.received_at))
+        work.events.append((ERRORS_TOPIC, False, _ready(payload)))
 
     def _accept(self, work: _Batch, message: Inbound, ch: Characteristic, reading: Reading) -> None:
         cid = ch.config.id
@@ -258,15 +271,17 @@ class Pipeline:
         for ev in sample.evaluations:
             key = (cid, ev.index)
             if ev.index == sample.idx:
-                work.sample_at[key] = len(work.samples)
-                work.samples.append({
+                row = {
                     "characteristic_id": cid, "idx": ev.index, "ts": sample.ts, "value": ev.value,
                     "n": ev.n, "spread": ev.spread, "zone": ev.zone, "in_control": ev.in_control,
                     "ucl": ev.limits.ucl if ev.limits is not None else None,
                     "lcl": ev.limits.lcl if ev.limits is not None else None,
-                })
+                }
+                work.sample_at[key] = len(work.samples)
+                work.samples.append(row)
+                # the event tells the verdict as the sample arrived, whatever the batch holds after it
                 work.events.append((sample_topic(cid), False,
-                                    _sample_payload(key, sample.ts, ev, evaluator, seq)))
+                                    _sample_payload(key, dict(row), evaluator.spec, seq)))
             elif key in work.sample_at:  # a baseline sample of this same batch, judged late
                 work.samples[work.sample_at[key]].update(zone=ev.zone, in_control=ev.in_control)
             else:
@@ -274,14 +289,14 @@ class Pipeline:
                                     "in_control": ev.in_control})
             for violation in ev.violations:
                 work.events.append((violation_topic(cid), False,
-                                    _violation_payload(len(work.violations), key, violation)))
+                                    _violation_payload(len(work.violations))))
                 work.violations.append((cid, ev.index, violation))
 
     def _limits(self, work: _Batch, ch: Characteristic) -> None:
         evaluator = ch.assembler.evaluator
         ch.published_limits = evaluator.limits_version
         payload = events.limits_event(ch.config.id, evaluator)
-        work.events.append((limits_topic(ch.config.id), True, lambda _: payload))
+        work.events.append((limits_topic(ch.config.id), True, _ready(payload)))
 
     def _commit(self, conn: Any, work: _Batch, touched: dict[int, Characteristic],
                 confirmed_up_to: int) -> list[Outgoing]:
@@ -289,11 +304,13 @@ class Pipeline:
                               queries.insert_samples(conn, work.samples)))
         sample_ids.update(queries.update_judged_samples(conn, work.judged))
         queries.insert_rows(conn, readings, work.readings)
-        violation_ids = queries.insert_violations(conn, [
+        violation_rows = [
             {"characteristic_id": cid, "sample_id": sample_ids[(cid, idx)], "rule_id": v.rule_id,
              "rule_name": v.rule_name, "severity": v.severity, "chart": v.chart,
              "acknowledged": False}
-            for cid, idx, v in work.violations])
+            for cid, idx, v in work.violations]
+        violation_ids = queries.insert_violations(conn, violation_rows)
+        self._requests(conn, work)
         queries.insert_rows(conn, rejects, work.rejects)
         queries.record_deliveries(conn, list(work.deliveries.values()))
         queries.save_states(conn, [
@@ -301,7 +318,18 @@ class Pipeline:
              "pending": json.dumps(ch.assembler.pending)} for cid, ch in touched.items()])
         if confirmed_up_to:
             queries.delete_confirmed(conn, self.bridge, confirmed_up_to)
-        return self._write_events(conn, work, _Ids(sample_ids, violation_ids))
+        return self._write_events(conn, work, _Ids(sample_ids, violation_ids, violation_rows))
+
+    def _requests(self, conn: Any, work: _Batch) -> None:
+        """Carry out the batch's commands, after its data is written (acknowledgements need it)."""
+        evaluators = {cid: ch.assembler.evaluator for cid, ch in self.by_id.items()}
+        for message, user, command in work.requests:
+            outcome = commands.handle(conn, user, command, message.payload,
+                                      _iso(message.received_at), evaluators)
+            for topic, payload, retain in outcome.events:
+                work.events.append((topic, retain, _ready(payload)))
+            if outcome.error is not None:
+                work.rejects.append(_reject_row(message, outcome.error))
 
     def _write_events(self, conn: Any, work: _Batch, ids: _Ids) -> list[Outgoing]:
         out = [Outgoing(self.next_seq + i, topic, build(ids), retain)

@@ -169,3 +169,34 @@ def record_deliveries(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     conn.execute(statement.on_conflict_do_update(
         index_elements=[deliveries.c.bridge, deliveries.c.mid],
         set_={"digest": statement.excluded.digest, "counter": statement.excluded.counter}), rows)
+
+
+def violations_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
+    """The violations rows with these ids, by id (for update: acknowledgements)."""
+    query = sa.select(violations).where(violations.c.id.in_(ids)).with_for_update()
+    return {row.id: row for row in conn.execute(query)}
+
+
+def acknowledge(conn: Connection, ids: Sequence[int], user: str, reason: str, time: str) -> list[Any]:
+    """Mark violations acknowledged by ``user``; their rows afterwards, in id order."""
+    conn.execute(sa.update(violations).where(violations.c.id.in_(ids))
+                 .values(acknowledged=True, ack_user=user, ack_reason=reason, ack_time=time))
+    return list(conn.execute(sa.select(violations).where(violations.c.id.in_(ids))
+                             .order_by(violations.c.id)))
+
+
+def recent_samples(conn: Connection, characteristic_id: int, limit: int) -> list[Any]:
+    """The last ``limit`` samples of a characteristic, oldest first."""
+    query = (sa.select(samples).where(samples.c.characteristic_id == characteristic_id)
+             .order_by(samples.c.idx.desc()).limit(limit))
+    return list(reversed(list(conn.execute(query))))
+
+
+def recent_violations(conn: Connection, characteristic_id: int, limit: int,
+                      open_only: bool = False) -> list[Any]:
+    """The last ``limit`` violations (only unacknowledged ones if ``open_only``), oldest first."""
+    query = sa.select(violations).where(violations.c.characteristic_id == characteristic_id)
+    if open_only:
+        query = query.where(violations.c.acknowledged.is_(False))
+    query = query.order_by(violations.c.id.desc()).limit(limit)
+    return list(reversed(list(conn.execute(query))))
