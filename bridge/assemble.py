@@ -35,6 +35,8 @@ class Accepted:
 class Assembler:
     """A characteristic's evaluator plus the single values waiting for their subgroup."""
 
+    __slots__ = ("spec", "evaluator", "pending")
+
     def __init__(self, spec: ChartSpec, state: dict[str, Any] | None = None,
                  pending: list[list[Any]] | None = None) -> None:
         self.spec = spec

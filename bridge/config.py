@@ -344,7 +344,7 @@ class Settings:
     config_path: Path
     client_id: str = "spc-bridge"
     batch_size: int = 500
-    batch_ms: float = 20.0
+    batch_ms: float = 0.0
     max_payload: int = 65536
     ca_file: Path | None = None
     cert_file: Path | None = None
@@ -418,7 +418,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path, metavar="FILE")
     add("--client-id", "spc-bridge", "MQTT client id; the broker keeps the persistent session under it")
     add("--batch-size", "500", "most samples committed in one transaction", type=int)
-    add("--batch-ms", "20", "longest wait in milliseconds to fill a batch", type=float)
+    add("--batch-ms", "0", "longest wait in milliseconds to fill a batch (0: a batch is what "
+        "has arrived, and grows by itself while the one before it commits)", type=float)
     add("--max-payload", "65536", "largest accepted ingest payload in bytes", type=int)
     add("--ca-file", None, "CA certificates (PEM) to verify an mqtts:// or wss:// broker",
         type=Path, metavar="FILE")

@@ -36,6 +36,10 @@ def _reject_constant(name: str) -> float:
     raise IngestError(f"{name} is not a number")
 
 
+# One decoder for every payload: json.loads with parse_constant builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise IngestError(f"{what} must be a number, got {json.dumps(value)[:40]}")
@@ -77,6 +81,10 @@ def _seq(body: dict[str, Any]) -> str | None:
     return str(seq)
 
 
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def parse_reading(payload: bytes, now: datetime, max_payload: int = 65536) -> Reading:
     """The reading in ``payload`` received at ``now`` (UTC), or IngestError with the reason."""
     if not payload:
@@ -84,15 +92,14 @@ def parse_reading(payload: bytes, now: datetime, max_payload: int = 65536) -> Re
     if len(payload) > max_payload:
         raise IngestError(f"payload of {len(payload)} bytes exceeds the limit of {max_payload}")
     try:
-        body = json.loads(payload, parse_constant=_reject_constant)
+        body = _DECODER.decode(payload.decode(json.detect_encoding(payload), "surrogatepass"))
     except IngestError:
         raise
     except (ValueError, UnicodeDecodeError):
         raise IngestError("payload is not JSON (nor a bare number)") from None
-    received = now.isoformat().replace("+00:00", "Z")
     if not isinstance(body, dict):
-        return Reading((_number(body, "a bare payload"),), True, None, None, received, now, None)
-    ts, time = _timestamp(body["ts"], now) if "ts" in body else (received, now)
+        return Reading((_number(body, "a bare payload"),), True, None, None, _iso(now), now, None)
+    ts, time = _timestamp(body["ts"], now) if "ts" in body else (_iso(now), now)
     seq = _seq(body)
     present = [key for key in ("value", "values", "count") if key in body]
     if len(present) != 1:

@@ -1,29 +1,35 @@
-"""The embedded amqtt broker: MQTT over TCP and over WebSockets, as an async context manager."""
+"""The embedded amqtt broker: MQTT over TCP and over WebSockets, optionally over TLS too, with the users and
+roles of a users directory (broker.users) or, on localhost only, open to anyone; as an async context manager."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import signal
 import ssl
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import websockets
 from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.broker import Broker
 from amqtt.contexts import ListenerType
-from amqtt.errors import BrokerError
+from amqtt.errors import BrokerError, PluginError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 from websockets.asyncio.server import Server as WebSocketServer
 from websockets.exceptions import InvalidMessage
 
+from broker.amqtt_access import AccessControlBroker, ReadAclHandler, RoleAclPlugin
 from broker.amqtt_fixes import AtLeastOnceBrokerHandler
+from broker.users import UserDirectory, UsersError
 
 __all__ = [
     "BrokerStartError",
@@ -31,6 +37,8 @@ __all__ = [
     "EmbeddedBroker",
     "OpenAuthPlugin",
     "PortInUseError",
+    "TlsListeners",
+    "is_loopback",
     "run_broker",
     "serve_until_signalled",
 ]
@@ -91,10 +99,44 @@ class OpenAuthPlugin(BaseAuthPlugin):
         return True
 
 
-class _Broker(Broker):
-    """amqtt's Broker with a WebSocket listener paho can stay connected to, a clear port-in-use error, QoS 1
-    messages kept until the client acknowledges them (amqtt #401), and a session that a client takes over from
-    its own stale connection left online."""
+def _plugin_path(plugin: type) -> str:
+    return f"{plugin.__module__}.{plugin.__qualname__}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is an address of this machine only (127.0.0.0/8, ::1 or localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class TlsListeners:
+    """The broker's certificate chain and key (PEM), the ports of its MQTT/TLS and WebSocket/TLS listeners, and
+    the CA certificates that a client certificate must be signed by, if a client presents one.
+
+    amqtt verifies a client certificate when one is presented (without `ca_file`, against the system's CAs) and
+    does not require one: clients log in with their password either way.
+    """
+
+    cert_file: Path
+    key_file: Path
+    port: int = 8883
+    ws_port: int = 9443
+    ca_file: Path | None = None
+
+
+class _Handler(AtLeastOnceBrokerHandler, ReadAclHandler):
+    """amqtt's broker-side handler with our fixes: QoS 1 messages kept until acknowledged, read ACL on resending."""
+
+
+class _Broker(AccessControlBroker):
+    """amqtt's Broker with access control that holds (broker/amqtt_access.py), a WebSocket listener paho can stay
+    connected to, a clear port-in-use error, QoS 1 messages kept until the client acknowledges them (amqtt #401),
+    and a session that a client takes over from its own stale connection left online."""
 
     async def _initialize_client_session(
         self,
@@ -103,15 +145,16 @@ class _Broker(Broker):
         remote_address: str,
         remote_port: int,
     ) -> tuple[BrokerProtocolHandler, Session]:
-        # amqtt #401: every connection gets our AtLeastOnceBrokerHandler (broker/amqtt_fixes.py) instead of the
-        # BrokerProtocolHandler that amqtt builds from the CONNECT packet (amqtt/broker.py:489). That handler is
+        # amqtt #401 and the read ACL: every connection gets our _Handler (broker/amqtt_fixes.py, amqtt_access.py)
+        # instead of the BrokerProtocolHandler that amqtt builds from the CONNECT (amqtt/broker.py:489). That one is
         # still fresh here: no session attached, no task started (amqtt/mqtt/protocol/broker_handler.py:248),
         # and amqtt attaches and starts whichever one this returns (amqtt/broker.py:579-593). A subclass for our
         # brokers only, rather than patching amqtt's class: nothing global changes, so nothing needs patching
-        # once, and other amqtt brokers or clients in the same process keep amqtt's behaviour.
+        # once, and other amqtt brokers or clients in the same process keep amqtt's behaviour. The client is
+        # authenticated by now (AccessControlBroker), so a wrong password cannot close another's connection.
         _, session = await super()._initialize_client_session(reader, writer, remote_address, remote_port)
         await self._close_previous_connection(session)
-        return AtLeastOnceBrokerHandler(self.plugins_manager), session
+        return _Handler(self.plugins_manager), session
 
     async def _close_previous_connection(self, session: Session) -> None:
         """Close the connection a reconnecting persistent session still has, and wait until amqtt is done with it.
@@ -176,11 +219,12 @@ class _Broker(Broker):
 
 
 class EmbeddedBroker:
-    """An amqtt broker with a TCP listener and a WebSocket listener (subprotocol "mqtt"), anonymous access.
+    """An amqtt broker with a TCP and a WebSocket listener (subprotocol "mqtt"), and TLS versions of both if given.
 
-    Use as `async with EmbeddedBroker(port=1883, ws_port=9001) as broker: ...`. MQTT 3.1.1 only.
-    Authentication and ACLs are a later addition: they become extra plugins in `_plugins()`.
-    `log_level` is applied to the "amqtt" and "transitions" loggers, which are chatty at INFO.
+    Use as `async with EmbeddedBroker(port=1883, ws_port=9001, users=Path("users")) as broker: ...`. With a
+    users directory (broker.users) every client must log in and gets its role's rights on every listener;
+    without one (`users=None`) anyone may do anything, so the broker then refuses to listen beyond localhost.
+    MQTT 3.1.1 only. `log_level` is applied to the "amqtt" and "transitions" loggers, which are chatty at INFO.
     """
 
     def __init__(
@@ -189,46 +233,70 @@ class EmbeddedBroker:
         port: int = 1883,
         ws_port: int = 9001,
         *,
+        users: Path | None = None,
+        tls: TlsListeners | None = None,
         log_level: int = logging.WARNING,
     ) -> None:
+        if users is None and not is_loopback(host):
+            raise BrokerStartError(f"anonymous access is for localhost only: give users to listen on {host}")
         self.host = host
         self.port = port
         self.ws_port = ws_port
+        self.users = users
+        self.tls = tls
         self.log_level = log_level
         self._broker: _Broker | None = None
 
     def config(self) -> dict[str, Any]:
         """The amqtt configuration (see amqtt.contexts.BrokerConfig) this broker starts with."""
-        return {
-            "listeners": {
-                # amqtt requires a listener named "default"; its settings are inherited by the others.
-                "default": {"type": "tcp", "bind": f"{self.host}:{self.port}"},
-                "ws": {"type": "ws", "bind": f"{self.host}:{self.ws_port}"},
-            },
-            "plugins": self._plugins(),
+        # amqtt requires a listener named "default"; its settings are inherited by the others.
+        listeners: dict[str, dict[str, Any]] = {
+            "default": {"type": "tcp", "bind": f"{self.host}:{self.port}"},
+            "ws": {"type": "ws", "bind": f"{self.host}:{self.ws_port}"},
         }
+        if self.tls is not None:
+            files = {"ssl": True, "certfile": str(self.tls.cert_file), "keyfile": str(self.tls.key_file),
+                     "cafile": str(self.tls.ca_file) if self.tls.ca_file is not None else None}
+            listeners["tls"] = {"type": "tcp", "bind": f"{self.host}:{self.tls.port}", **files}
+            listeners["wss"] = {"type": "ws", "bind": f"{self.host}:{self.tls.ws_port}", **files}
+        return {"listeners": listeners, "plugins": self._plugins()}
 
     def _plugins(self) -> dict[str, dict[str, Any]]:
         # No $SYS plugin and no event/packet logger plugins: only what serving clients needs.
-        return {f"{OpenAuthPlugin.__module__}.{OpenAuthPlugin.__qualname__}": {}}
+        if self.users is None:
+            return {_plugin_path(OpenAuthPlugin): {}}
+        directory = UserDirectory(self.users)
+        rights = {user.name: user.rights() for user in directory.load()}
+        return {
+            "amqtt.plugins.authentication.FileAuthPlugin": {"password_file": str(directory.amqtt_passwords)},
+            _plugin_path(RoleAclPlugin): {
+                "publish": {name: list(allowed.publish) for name, allowed in rights.items()},
+                "read": {name: list(allowed.read) for name, allowed in rights.items()},
+            },
+        }
 
     async def start(self) -> None:
-        """Open both listeners; raise BrokerStartError (PortInUseError for a taken port) if that fails."""
+        """Open the listeners; raise BrokerStartError (PortInUseError for a taken port) if that fails."""
         if self._broker is not None:
             raise BrokerStartError("the embedded broker is already running")
         for name in _NOISY_LOGGERS:
             logging.getLogger(name).setLevel(self.log_level)
-        broker = _Broker(self.config())
+        try:
+            broker = _Broker(self.config())
+        except UsersError as exc:
+            raise BrokerStartError(str(exc)) from None
+        except (OSError, ValueError, PluginError) as exc:  # a missing certificate or password file
+            raise BrokerStartError(f"embedded broker: {exc}") from exc
         try:
             await broker.start()
         except BrokerError as exc:
             if isinstance(exc.__cause__, BrokerStartError):
                 raise exc.__cause__ from None
-            raise BrokerStartError(f"embedded broker on {self.host}:{self.port}/{self.ws_port}: {exc}") from exc
+            raise BrokerStartError(f"embedded broker on {self.host}: {exc}") from exc
         self._broker = broker
 
     async def stop(self) -> None:
-        """Disconnect every client and close both listeners (bounded in time)."""
+        """Disconnect every client and close the listeners (bounded in time)."""
         broker, self._broker = self._broker, None
         if broker is not None:
             await asyncio.wait_for(broker.shutdown(), _STOP_TIMEOUT)
@@ -252,10 +320,13 @@ class BrokerThread:
     For synchronous callers: the demo, which runs the bridge beside it, and the tests.
     """
 
-    def __init__(self, host: str, port: int, ws_port: int) -> None:
+    def __init__(self, host: str, port: int, ws_port: int, *, users: Path | None = None,
+                 tls: TlsListeners | None = None) -> None:
         self.host = host
         self.port = port
         self.ws_port = ws_port
+        self.users = users
+        self.tls = tls
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -293,7 +364,7 @@ class BrokerThread:
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         try:
-            async with EmbeddedBroker(self.host, self.port, self.ws_port):
+            async with EmbeddedBroker(self.host, self.port, self.ws_port, users=self.users, tls=self.tls):
                 self._ready.set()
                 await self._stop_requested.wait()
         except Exception as exc:  # handed to start(), which runs in the caller's thread
@@ -310,8 +381,9 @@ class BrokerThread:
         self.stop()
 
 
-async def serve_until_signalled(broker: EmbeddedBroker) -> None:
-    """Run `broker` until SIGINT or SIGTERM arrives, then stop it."""
+async def serve_until_signalled(broker: EmbeddedBroker,
+                                on_ready: Callable[[EmbeddedBroker], None] | None = None) -> None:
+    """Run `broker` until SIGINT or SIGTERM arrives, then stop it; `on_ready` is called once it listens."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -319,6 +391,8 @@ async def serve_until_signalled(broker: EmbeddedBroker) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         async with broker:
+            if on_ready is not None:
+                on_ready(broker)
             await stop.wait()
     finally:
         for signum in signals:
@@ -330,10 +404,15 @@ def run_broker(
     port: int = 1883,
     ws_port: int = 9001,
     *,
+    users: Path | None = None,
+    tls: TlsListeners | None = None,
     log_level: int = logging.WARNING,
+    on_ready: Callable[[EmbeddedBroker], None] | None = None,
 ) -> None:
-    """Serve MQTT on `port` and MQTT over WebSockets on `ws_port` until SIGINT or SIGTERM (blocking).
+    """Serve MQTT on `port`, MQTT over WebSockets on `ws_port` (and over TLS if `tls`) until SIGINT or SIGTERM.
 
-    Raises BrokerStartError (PortInUseError for a taken port) with a one-line message if it cannot start.
+    Blocking; `on_ready` is called once every listener is open. Raises BrokerStartError (PortInUseError for a
+    taken port) with a one-line message if it cannot start.
     """
-    asyncio.run(serve_until_signalled(EmbeddedBroker(host, port, ws_port, log_level=log_level)))
+    broker = EmbeddedBroker(host, port, ws_port, users=users, tls=tls, log_level=log_level)
+    asyncio.run(serve_until_signalled(broker, on_ready))

@@ -1,4 +1,5 @@
-"""Real MQTT brokers for tests (Mosquitto from the repo's mosquitto.conf, the embedded amqtt broker) and a paho probe."""
+"""Real MQTT brokers for tests (Mosquitto from the repo's mosquitto.conf, the embedded amqtt broker), both with the
+test users of every role and TLS listeners, and a paho probe."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -20,7 +22,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker.embedded import BrokerThread, PortInUseError
+from broker.embedded import BrokerThread, PortInUseError, TlsListeners
+from broker.users import UserDirectory
+from tests.credentials import Certificates
+from tests.credentials import password as test_password
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,15 +36,27 @@ STOP_TIMEOUT = 5.0
 _START_ATTEMPTS = 3
 
 Transport = Literal["tcp", "websockets"]
+Scheme = Literal["mqtt", "ws", "mqtts", "wss"]
+SCHEMES: tuple[Scheme, ...] = ("mqtt", "ws", "mqtts", "wss")
 
 
-class BrokerHandle(Protocol):
-    """What tests get from the `broker` fixture: where a broker listens and how to stop and restart it."""
+class Listeners(Protocol):
+    """Where a test broker listens (MQTT and WebSockets, each plain and over TLS) and the CA it is certified by."""
 
     kind: str
     host: str
     port: int
     ws_port: int
+    tls_port: int
+    wss_port: int
+    certs: Certificates
+
+
+class BrokerHandle(Listeners, Protocol):
+    """What tests get from the `broker` fixture: where a broker listens and how to stop and restart it."""
+
+    def url(self, user: str | None = "bridge", scheme: Scheme = "mqtt") -> str:
+        """The broker's URL for `spc-bridge` (`--broker`), with the credentials of test user `user`."""
 
     def start(self) -> None:
         """Start (or restart) the broker on the same ports."""
@@ -72,35 +89,62 @@ def wait_for_ports(host: str, ports: Iterable[int], timeout: float, alive: Calla
                 time.sleep(0.05)
 
 
-def mosquitto_config(conf: str, port: int, ws_port: int, persistence_dir: Path) -> str:
-    """Rewrite the repo's mosquitto.conf: loopback-only listeners on the given ports, persistence in `persistence_dir`."""
-    rewrites = {
-        r"^listener 1883$": f"listener {port} {HOST}",
+def port_of(broker: Listeners, scheme: Scheme) -> int:
+    """The port of the broker's listener for `scheme`."""
+    if scheme in ("mqtts", "wss"):
+        return broker.tls_port if scheme == "mqtts" else broker.wss_port
+    return broker.port if scheme == "mqtt" else broker.ws_port
+
+
+class _BrokerUrl:
+    """`url()` for the test brokers."""
+
+    def url(self: Listeners, user: str | None = "bridge", scheme: Scheme = "mqtt") -> str:
+        """The broker's URL for `spc-bridge` (`--broker`), with the credentials of test user `user`."""
+        credentials = f"{user}:{test_password(user)}@" if user is not None else ""
+        return f"{scheme}://{credentials}{self.host}:{port_of(self, scheme)}"
+
+
+def mosquitto_config(conf: str, ports: tuple[int, int, int, int], persistence_dir: Path, users: Path,
+                     certs: Certificates) -> str:
+    """Rewrite the repo's mosquitto.conf: loopback-only listeners on `ports` (mqtt, ws, mqtts, wss), persistence
+    in `persistence_dir`, the password and ACL files of the users directory `users`, the server certificate of
+    `certs`."""
+    port, ws_port, tls_port, wss_port = ports
+    directory = UserDirectory(users)
+    rewrites = [
+        (r"^listener 1883$", f"listener {port} {HOST}", 1),
         # Mosquitto 2.0 ignores a bind address on a WebSocket listener; an interface name keeps it on loopback.
-        r"^listener 9001$": f"listener {ws_port} lo",
-        r"^persistence_location .*$": f"persistence_location {persistence_dir}/",
-    }
-    for pattern, replacement in rewrites.items():
+        (r"^listener 9001$", f"listener {ws_port} lo", 1),
+        (r"^listener 8883$", f"listener {tls_port} {HOST}", 1),
+        (r"^listener 9443$", f"listener {wss_port} lo", 1),
+        (r"^persistence_location .*$", f"persistence_location {persistence_dir}/", 1),
+        (r"^password_file .*$", f"password_file {directory.mosquitto_passwords}", 1),
+        (r"^acl_file .*$", f"acl_file {directory.mosquitto_acl}", 1),
+        (r"^certfile .*$", f"certfile {certs.server_cert}", 2),
+        (r"^keyfile .*$", f"keyfile {certs.server_key}", 2),
+    ]
+    for pattern, replacement, expected in rewrites:
         conf, count = re.subn(pattern, replacement, conf, flags=re.MULTILINE)
-        if count != 1:
-            raise ValueError(f"mosquitto.conf: expected one line matching {pattern!r}, found {count}")
+        if count != expected:
+            raise ValueError(f"mosquitto.conf: expected {expected} line(s) matching {pattern!r}, found {count}")
     # Started as root, Mosquitto drops to the "mosquitto" user, which cannot write to the test's directory.
     return f"{conf}\nuser {getpass.getuser()}\n"
 
 
-class MosquittoProcess:
+class MosquittoProcess(_BrokerUrl):
     """A Mosquitto subprocess running the repo's mosquitto.conf on fixed ports; restartable."""
 
     kind = "mosquitto"
 
-    def __init__(self, workdir: Path, port: int, ws_port: int, host: str = HOST) -> None:
-        self.host = host
-        self.port = port
-        self.ws_port = ws_port
+    def __init__(self, workdir: Path, ports: tuple[int, int, int, int], users: Path, certs: Certificates) -> None:
+        self.host = HOST
+        self.port, self.ws_port, self.tls_port, self.wss_port = ports
+        self.certs = certs
         self.workdir = workdir
         self.conf_path = workdir / "mosquitto.conf"
         self.log_path = workdir / "mosquitto.log"
-        self.conf_path.write_text(mosquitto_config(MOSQUITTO_CONF.read_text(), port, ws_port, workdir))
+        self.conf_path.write_text(mosquitto_config(MOSQUITTO_CONF.read_text(), ports, workdir, users, certs))
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -109,14 +153,15 @@ class MosquittoProcess:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
-        """Start Mosquitto and wait (bounded) until both ports accept connections."""
+        """Start Mosquitto and wait (bounded) until every port accepts connections."""
         if self._proc is not None:
             raise RuntimeError("mosquitto is already running")
         with self.log_path.open("ab") as log:
             proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf_path)], stdout=log, stderr=subprocess.STDOUT)
         self._proc = proc
         try:
-            wait_for_ports(self.host, (self.port, self.ws_port), START_TIMEOUT, lambda: proc.poll() is None)
+            wait_for_ports(self.host, (self.port, self.ws_port, self.tls_port, self.wss_port), START_TIMEOUT,
+                           lambda: proc.poll() is None)
         except (RuntimeError, TimeoutError) as exc:
             self.stop()
             raise RuntimeError(f"{exc}; mosquitto log:\n{self.log_tail()}") from None
@@ -141,10 +186,15 @@ class MosquittoProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_mosquitto(tmp_path: Path) -> MosquittoProcess:
-    """Start Mosquitto from the repo's mosquitto.conf on free loopback ports with persistence in `tmp_path`."""
+def _free_ports() -> tuple[int, int, int, int]:
+    return free_port(), free_port(), free_port(), free_port()
+
+
+def start_mosquitto(tmp_path: Path, users: Path, certs: Certificates) -> MosquittoProcess:
+    """Start Mosquitto from the repo's mosquitto.conf on free loopback ports with persistence in `tmp_path`,
+    the users of the users directory `users` and the server certificate of `certs`."""
     for _ in range(_START_ATTEMPTS - 1):
-        mosquitto = MosquittoProcess(tmp_path, free_port(), free_port())
+        mosquitto = MosquittoProcess(tmp_path, _free_ports(), users, certs)
         try:
             mosquitto.start()
             return mosquitto
@@ -152,48 +202,70 @@ def start_mosquitto(tmp_path: Path) -> MosquittoProcess:
             # Another process may take a port between free_port() and Mosquitto's bind; pick new ones.
             if "Address already in use" not in str(exc):
                 raise
-    mosquitto = MosquittoProcess(tmp_path, free_port(), free_port())
+    mosquitto = MosquittoProcess(tmp_path, _free_ports(), users, certs)
     mosquitto.start()
     return mosquitto
 
 
-class EmbeddedBrokerThread(BrokerThread):
-    """The embedded broker in a background thread, as a test broker handle."""
+class EmbeddedBrokerThread(BrokerThread, _BrokerUrl):
+    """The embedded broker in a background thread with the test users and TLS, as a test broker handle."""
 
     kind = "embedded"
 
+    def __init__(self, ports: tuple[int, int, int, int], users: Path, certs: Certificates) -> None:
+        port, ws_port, tls_port, wss_port = ports
+        super().__init__(HOST, port, ws_port, users=users,
+                         tls=TlsListeners(certs.server_cert, certs.server_key, tls_port, wss_port, certs.ca))
+        self.tls_port, self.wss_port = tls_port, wss_port
+        self.certs = certs
 
-def start_embedded_broker() -> EmbeddedBrokerThread:
-    """Start the embedded broker in a background thread on free loopback ports."""
+
+def start_embedded_broker(users: Path, certs: Certificates) -> EmbeddedBrokerThread:
+    """Start the embedded broker in a background thread on free loopback ports, with the users of the users
+    directory `users` and the server certificate of `certs`."""
     for _ in range(_START_ATTEMPTS - 1):
-        broker = EmbeddedBrokerThread(HOST, free_port(), free_port())
+        broker = EmbeddedBrokerThread(_free_ports(), users, certs)
         try:
             broker.start()
             return broker
         except PortInUseError:
             pass  # another process took a port between free_port() and the bind; pick new ones
-    broker = EmbeddedBrokerThread(HOST, free_port(), free_port())
+    broker = EmbeddedBrokerThread(_free_ports(), users, certs)
     broker.start()
     return broker
 
 
+class ConnectionRefused(ConnectionError):
+    """The broker answered the CONNECT with a failure (a wrong password, no user name, ...)."""
+
+
 class MqttProbe:
-    """A paho-mqtt (MQTT 3.1.1) client on TCP or WebSockets that records what it receives; every wait is bounded."""
+    """A paho-mqtt (MQTT 3.1.1) client on TCP or WebSockets, plain or TLS, logged in as test user `user` (None:
+    anonymous) unless given another `password`, that records what it receives; every wait is bounded.
+
+    Raises ConnectionRefused if the broker refuses it, TimeoutError if it does not answer.
+    """
 
     def __init__(
         self,
-        broker: BrokerHandle,
+        broker: Listeners,
         transport: Transport = "tcp",
         *,
+        tls: bool = False,
+        user: str | None = "admin",
+        password: str | None = None,
         client_id: str = "",
         clean_session: bool = True,
         manual_ack: bool = False,
+        will: tuple[str, bytes] | None = None,
         timeout: float = 5.0,
     ) -> None:
         self.timeout = timeout
         self.messages: list[mqtt.MQTTMessage] = []
         self.connected = threading.Event()
         self.disconnected = threading.Event()
+        self._connack = threading.Event()
+        self._refusal: ReasonCode | None = None
         self._changed = threading.Condition()
         self._subacks: dict[int, list[ReasonCode]] = {}
         self.client = mqtt.Client(
@@ -202,18 +274,30 @@ class MqttProbe:
             clean_session=clean_session,
             transport=transport,
             protocol=mqtt.MQTTv311,
+            reconnect_on_failure=False,  # a probe connects when its test says so, never by itself
         )
         self.client.manual_ack_set(manual_ack)
+        if user is not None:
+            self.client.username_pw_set(user, password if password is not None else test_password(user))
+        if will is not None:
+            self.client.will_set(will[0], will[1], qos=1, retain=True)
+        if tls:
+            self.client.tls_set_context(ssl.create_default_context(cafile=broker.certs.ca))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
-        port = broker.ws_port if transport == "websockets" else broker.port
+        scheme: Scheme = ("wss" if tls else "ws") if transport == "websockets" else ("mqtts" if tls else "mqtt")
+        port = port_of(broker, scheme)
+        where = f"{broker.kind} on {scheme} port {port}"
         self.client.connect(broker.host, port, keepalive=30)
         self.client.loop_start()
-        if not self.connected.wait(timeout):
+        if not self._connack.wait(timeout):
             self.close()
-            raise TimeoutError(f"no CONNACK from {broker.kind} on {transport} port {port} within {timeout} s")
+            raise TimeoutError(f"no CONNACK from {where} within {timeout} s")
+        if self._refusal is not None:
+            self.close()
+            raise ConnectionRefused(f"{where} refused {user!r}: {self._refusal}")
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
         """Subscribe, wait for the SUBACK and raise if the broker refused."""
@@ -259,10 +343,22 @@ class MqttProbe:
     ) -> None:
         self.close()
 
+    def drop(self) -> None:
+        """Cut the connection without a DISCONNECT, as a power cut would (the broker sends the will)."""
+        sock = self.client.socket()
+        if sock is not None:
+            # Shut down under paho (and under TLS or WebSocket framing): paho's loop sees the end and stops.
+            with socket.fromfd(sock.fileno(), socket.AF_INET, socket.SOCK_STREAM) as connection:
+                connection.shutdown(socket.SHUT_RDWR)
+        self.client.loop_stop()
+
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: object) -> None:
-        if not reason_code.is_failure:
+        if reason_code.is_failure:
+            self._refusal = reason_code
+        else:
             self.connected.set()
+        self._connack.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
                        reason_code: ReasonCode, properties: object) -> None:

@@ -1,5 +1,6 @@
-"""Fixtures: Mosquitto from mosquitto.conf and the embedded amqtt broker on free loopback ports, and
-fresh databases (a SQLite file, or a new database on PostgreSQL at 127.0.0.1:5432)."""
+"""Fixtures: Mosquitto from mosquitto.conf and the embedded amqtt broker on free loopback ports, with one test
+user per role and TLS listeners, and fresh databases (a SQLite file, or a new database on PostgreSQL at
+127.0.0.1:5432)."""
 
 import uuid
 from collections.abc import Iterator
@@ -9,14 +10,27 @@ import psycopg
 import pytest
 
 from tests.brokers import BrokerHandle, EmbeddedBrokerThread, MosquittoProcess, start_embedded_broker, start_mosquitto
+from tests.credentials import Certificates, create_role_users
 
 POSTGRES_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 
 
+@pytest.fixture(scope="session")
+def role_users(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A users directory with one user per role (tests.credentials), written once for the whole run."""
+    return create_role_users(tmp_path_factory.mktemp("users"))
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    return Certificates.create(tmp_path_factory.mktemp("certs"))
+
+
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
+def mosquitto(tmp_path: Path, role_users: Path, certificates: Certificates) -> Iterator[MosquittoProcess]:
     """Mosquitto running the repo's mosquitto.conf, persistence in tmp_path; stop() and start() restart it."""
-    process = start_mosquitto(tmp_path)
+    process = start_mosquitto(tmp_path, role_users, certificates)
     try:
         yield process
     finally:
@@ -24,9 +38,9 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
 
 
 @pytest.fixture
-def embedded_broker() -> Iterator[EmbeddedBrokerThread]:
+def embedded_broker(role_users: Path, certificates: Certificates) -> Iterator[EmbeddedBrokerThread]:
     """The embedded amqtt broker in a background thread; stop() and start() restart it."""
-    broker = start_embedded_broker()
+    broker = start_embedded_broker(role_users, certificates)
     try:
         yield broker
     finally:

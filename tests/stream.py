@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.brokers import BrokerHandle
+from tests.credentials import password
 
 # Five gauges, one per characteristic, each identifying its readings differently.
 CONFIG = """
@@ -80,7 +81,7 @@ def write_config(tmp_path: Path) -> Path:
 
 
 class Gauges:
-    """Publishes ``total`` readings round-robin over the five topics at QoS 1 from a thread."""
+    """Publishes ``total`` readings round-robin over the five topics at QoS 1 from a thread, as the gauge user."""
 
     def __init__(self, broker: BrokerHandle, total: int, rate: float, seed: int = 1) -> None:
         self.total = total
@@ -92,6 +93,7 @@ class Gauges:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gauges-{seed}",
                                   clean_session=False)
         self.client.max_inflight_messages_set(100)
+        self.client.username_pw_set("gauge", password("gauge"))
         self._acked: set[int] = set()
         self._lock = threading.Lock()
         self.client.on_publish = self._on_publish
@@ -141,7 +143,7 @@ class Gauges:
 
 @dataclass
 class Recorder:
-    """A persistent-session subscriber of every sample and violation event."""
+    """A persistent-session subscriber of every sample and violation event, as the dashboard user."""
 
     broker: BrokerHandle
     events: list[tuple[str, dict]] = field(default_factory=list)
@@ -150,6 +152,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="scada-recorder",
                                   clean_session=False)
+        self.client.username_pw_set("dashboard", password("dashboard"))
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *_: subscribed.set()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.brokers import EmbeddedBrokerThread, MqttProbe, start_embedded_broker
+from tests.credentials import Certificates
 from tests.processes import ChildProcess, bridge_process
 from tests.stream import query, wait_until
 
@@ -69,14 +70,15 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+def setup(tmp_path_factory: pytest.TempPathFactory, role_users: Path,
+          certificates: Certificates) -> Iterator[Setup]:
     """The bridge subscribed once to t/removed, then restarted with a configuration without it."""
     tmp = tmp_path_factory.mktemp("bad-input")
-    broker = start_embedded_broker()
+    broker = start_embedded_broker(role_users, certificates)
     db = f"sqlite:///{tmp / 'spc.db'}"
     config = tmp / "chars.toml"
     config.write_text(CONFIG + STALE)
-    bridge = bridge_process(tmp, f"mqtt://{broker.host}:{broker.port}", db, config)
+    bridge = bridge_process(tmp, broker.url("bridge"), db, config)
     try:
         bridge.start()
         assert bridge.stop() == 0

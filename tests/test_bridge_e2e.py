@@ -1,14 +1,16 @@
 """The bridge end to end, as real processes: a paho gauge publishes, the bridge (a child process)
 evaluates and stores, paho subscribers on TCP and on WebSockets receive the same events; on the
-embedded broker and on Mosquitto, with SQLite and with PostgreSQL."""
+embedded broker and on Mosquitto, with SQLite and with PostgreSQL; over every transport, TLS included."""
 
 import json
+import ssl
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from tests.brokers import BrokerHandle, MqttProbe
+from tests.brokers import HOST, BrokerHandle, MosquittoProcess, MqttProbe, Scheme, free_port
+from tests.credentials import Certificates
 from tests.processes import bridge_process
 
 CONFIG = """
@@ -59,7 +61,7 @@ def rows(db_url: str, query: str) -> list[tuple]:
 def test_gauge_to_tcp_and_websocket_subscribers(broker: BrokerHandle, database: str,
                                                 tmp_path: Path) -> None:
     """Samples, violations and retained limits reach a TCP and a WebSocket subscriber alike."""
-    bridge = bridge_process(tmp_path, f"mqtt://{broker.host}:{broker.port}", database,
+    bridge = bridge_process(tmp_path, broker.url("bridge"), database,
                             write_config(tmp_path))
     bridge.start()
     try:
@@ -119,10 +121,18 @@ def test_gauge_to_tcp_and_websocket_subscribers(broker: BrokerHandle, database: 
         bridge.stop()
 
 
-def test_bridge_connects_over_websockets(broker: BrokerHandle, tmp_path: Path) -> None:
-    """``--broker ws://host:port`` works like TCP: readings in, events out."""
-    bridge = bridge_process(tmp_path, f"ws://{broker.host}:{broker.ws_port}",
-                            f"sqlite:///{tmp_path / 'spc.db'}", write_config(tmp_path))
+@pytest.mark.parametrize(("scheme", "client_certificate"), [("ws", False), ("mqtts", True), ("wss", False)])
+def test_bridge_connects_over_websockets_and_tls(broker: BrokerHandle, tmp_path: Path, scheme: Scheme,
+                                                 client_certificate: bool) -> None:
+    """``--broker ws://``, ``mqtts://`` and ``wss://`` (with ``--ca-file``, and a client certificate or not)
+    work like ``mqtt://``: readings in, events out."""
+    options = []
+    if scheme in ("mqtts", "wss"):
+        options += ["--ca-file", str(broker.certs.ca)]
+    if client_certificate:
+        options += ["--cert-file", str(broker.certs.client_cert), "--key-file", str(broker.certs.client_key)]
+    bridge = bridge_process(tmp_path, broker.url("bridge", scheme), f"sqlite:///{tmp_path / 'spc.db'}",
+                            write_config(tmp_path), "spc-bridge-test", *options)
     with MqttProbe(broker, "tcp") as probe:
         probe.subscribe("spc/1/sample")
         bridge.start()
@@ -132,3 +142,28 @@ def test_bridge_connects_over_websockets(broker: BrokerHandle, tmp_path: Path) -
             assert bridge.stop() == 0
         finally:
             bridge.stop()
+
+
+def test_bridge_presents_its_client_certificate_where_one_is_required(
+    tmp_path: Path, role_users: Path, certificates: Certificates
+) -> None:
+    """Mosquitto's mqtts listener with ``require_certificate true``: the bridge gets in with ``--cert-file`` and
+    ``--key-file``; a client without a certificate does not, even with the right password."""
+    mosquitto = MosquittoProcess(tmp_path, (free_port(), free_port(), free_port(), free_port()), role_users,
+                                 certificates)
+    conf = mosquitto.conf_path.read_text()
+    listener = f"listener {mosquitto.tls_port} {HOST}\n"
+    mosquitto.conf_path.write_text(conf.replace(
+        listener, f"{listener}cafile {certificates.ca}\nrequire_certificate true\n"))
+    mosquitto.start()
+    bridge = bridge_process(tmp_path, mosquitto.url("bridge", "mqtts"), f"sqlite:///{tmp_path / 'spc.db'}",
+                            write_config(tmp_path), "spc-bridge-test", "--ca-file", str(certificates.ca),
+                            "--cert-file", str(certificates.client_cert), "--key-file", str(certificates.client_key))
+    try:
+        bridge.start()
+        with pytest.raises((ssl.SSLError, ConnectionError, TimeoutError)):
+            MqttProbe(mosquitto, "tcp", tls=True, user="bridge", timeout=2).close()
+        assert bridge.stop() == 0
+    finally:
+        bridge.stop()
+        mosquitto.stop()

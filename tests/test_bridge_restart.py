@@ -28,7 +28,7 @@ sigma = 1.0
 def test_restart_keeps_limits_windows_and_collected_values(
         mosquitto: MosquittoProcess, database: str, tmp_path: Path) -> None:
     """A nine-point run straddling a restart fires rule 2; two bores before and one after make one subgroup."""
-    bridge = bridge_process(tmp_path, f"mqtt://{mosquitto.host}:{mosquitto.port}", database,
+    bridge = bridge_process(tmp_path, mosquitto.url("bridge"), database,
                             write_config(tmp_path, CONFIG))
     with MqttProbe(mosquitto, "tcp") as watcher, MqttProbe(mosquitto, "tcp") as gauge:
         watcher.subscribe("spc/#")

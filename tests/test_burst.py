@@ -9,6 +9,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.brokers import MosquittoProcess
+from tests.credentials import password
 from tests.processes import bridge_process
 from tests.stream import Gauges, Recorder, assert_nothing_lost_or_doubled, query, wait_until, write_config
 
@@ -20,7 +21,7 @@ def test_burst_of_20000_events_to_an_absent_subscriber(mosquitto: MosquittoProce
     """The subscriber's persistent session queues all 20,000 sample events (Mosquitto's default
     max_queued_messages, 1000, would silently drop 19,000 of them)."""
     db = f"sqlite:///{tmp_path / 'spc.db'}"
-    bridge = bridge_process(tmp_path, f"mqtt://{mosquitto.host}:{mosquitto.port}", db,
+    bridge = bridge_process(tmp_path, mosquitto.url("bridge"), db,
                             write_config(tmp_path))
     recorder = Recorder(mosquitto)
     recorder.close()  # away: its session and subscriptions stay with the broker
@@ -46,12 +47,13 @@ def test_sigterm_mid_stream_loses_nothing(mosquitto: MosquittoProcess, tmp_path:
     """SIGTERM: the bridge commits what it holds, publishes offline and exits 0; restarted, it
     goes on where it stopped."""
     db = f"sqlite:///{tmp_path / 'spc.db'}"
-    bridge = bridge_process(tmp_path, f"mqtt://{mosquitto.host}:{mosquitto.port}", db,
+    bridge = bridge_process(tmp_path, mosquitto.url("bridge"), db,
                             write_config(tmp_path))
     bridge.start()
     recorder = Recorder(mosquitto)
     states: list[bytes] = []
     watcher = mqtt.Client(CallbackAPIVersion.VERSION2)
+    watcher.username_pw_set("dashboard", password("dashboard"))
     watcher.on_message = lambda _c, _u, m: states.append(m.payload)
     watcher.connect(mosquitto.host, mosquitto.port)
     watcher.subscribe("spc/bridge/state", 1)

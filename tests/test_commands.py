@@ -39,7 +39,7 @@ def bridge(embedded_broker: EmbeddedBrokerThread, database: str, tmp_path: Path)
     """The bridge on the embedded broker, with three violations already raised (ids 1, 2, 3)."""
     config = tmp_path / "chars.toml"
     config.write_text(CONFIG)
-    process = bridge_process(tmp_path, f"mqtt://{embedded_broker.host}:{embedded_broker.port}",
+    process = bridge_process(tmp_path, embedded_broker.url("bridge"),
                              database, config)
     process.start()
     try:

@@ -291,7 +291,7 @@ def test_settings_defaults(clean_env: pytest.MonkeyPatch) -> None:
     settings = parse(["--config", "chars.toml"])
     assert settings == Settings(broker=BrokerUrl("mqtt", "127.0.0.1", 1883), config_path=Path("chars.toml"))
     assert (settings.db_url, settings.client_id, settings.batch_size, settings.batch_ms) == (
-        "sqlite:///spc.db", "spc-bridge", 500, 20.0)
+        "sqlite:///spc.db", "spc-bridge", 500, 0.0)
     assert (settings.max_payload, settings.mqtt_version, settings.ca_file) == (65536, "3.1.1", None)
 
 

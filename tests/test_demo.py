@@ -31,8 +31,9 @@ def test_demo_produces_violations_and_stops_cleanly(tmp_path: Path) -> None:
     demo.start()
     try:
         assert f"spc-bridge tail --broker mqtt://{HOST}:{port}" in demo.output()
+        assert "(localhost only, no passwords)" in demo.output()  # anonymous, so bound to 127.0.0.1 only
         handle = DemoBroker(HOST, port, ws_port)
-        with MqttProbe(handle, "tcp") as tcp, MqttProbe(handle, "websockets") as ws:
+        with MqttProbe(handle, "tcp", user=None) as tcp, MqttProbe(handle, "websockets", user=None) as ws:
             for probe in (tcp, ws):
                 probe.subscribe("spc/+/violation")
                 probe.subscribe("spc/bridge/state")

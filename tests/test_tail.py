@@ -11,7 +11,7 @@ from tests.processes import ChildProcess
 def test_tail_prints_events_of_one_characteristic(embedded_broker: EmbeddedBrokerThread,
                                                   tmp_path: Path) -> None:
     """``tail 7`` shows spc/7/... and nothing of other characteristics; Ctrl-C ends it."""
-    tail = ChildProcess(["tail", "7", "--broker", f"mqtt://{embedded_broker.host}:{embedded_broker.port}"],
+    tail = ChildProcess(["tail", "7", "--broker", embedded_broker.url("dashboard")],
                         tmp_path / "tail.log", "(Ctrl-C stops it)")
     tail.start()
     try:

@@ -3,9 +3,9 @@
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.contract import (
-    AckEvent, CapabilityIndices, DispersionLimits, ErrorEvent, LimitsEvent, SampleEvent, ViolationEvent,
-)
+from pydantic_core import to_json
+
+from bridge.contract import AckEvent, CapabilityIndices, DispersionLimits, ErrorEvent, LimitsEvent
 from bridge.spc import ChartSpec, Evaluator
 
 # the name of the dispersion statistic in a sample event, by dispersion chart
@@ -13,30 +13,38 @@ _SPREAD_FIELD = {"mr": "mr", "r": "range", "s": "s"}
 ERROR_PAYLOAD_CHARS = 256
 
 
+def _json(fields: Mapping[str, object]) -> str:
+    # pydantic-core's own serializer on a plain dict: the bytes model_dump_json writes (floats,
+    # escapes, NaN and infinity as null), without building and validating a model per event.
+    # The hot events take this path; tests/test_events.py checks them against their models.
+    return to_json(fields, inf_nan_mode="null").decode()
+
+
 def sample_event(sample_id: int, row: Mapping[str, Any], spec: ChartSpec, seq: str | None) -> str:
-    """``spc/<id>/sample`` for a sample as stored (a row of the samples table)."""
+    """``spc/<id>/sample`` for a sample as stored (a row of the samples table); the JSON of
+    :class:`SampleEvent` with the fields that apply, in its field order."""
     fields: dict[str, object] = {
-        "sample_id": sample_id, "characteristic_id": row["characteristic_id"],
-        "timestamp": row["ts"], "value": row["value"], "zone": row["zone"],
-        "in_control": row["in_control"], "n": row["n"],
+        "sample_id": int(sample_id), "characteristic_id": int(row["characteristic_id"]),
+        "timestamp": row["ts"], "value": float(row["value"]), "zone": row["zone"],
+        "in_control": row["in_control"], "n": int(row["n"]),
     }
     dispersion = spec.type.dispersion
     if dispersion is not None and row["spread"] is not None:
-        fields[_SPREAD_FIELD[dispersion]] = row["spread"]
+        fields[_SPREAD_FIELD[dispersion]] = float(row["spread"])
     if row["ucl"] is not None and row["n"] != spec.subgroup_size:
-        fields["ucl"], fields["lcl"] = row["ucl"], row["lcl"]
+        fields["ucl"], fields["lcl"] = float(row["ucl"]), float(row["lcl"])
     if seq is not None:
         fields["seq"] = seq
-    return SampleEvent(**fields).model_dump_json(exclude_unset=True)  # type: ignore[arg-type]
+    return _json(fields)
 
 
 def violation_event(violation_id: int, row: Mapping[str, Any]) -> str:
-    """``spc/<id>/violation`` for a violation as stored (a row of the violations table)."""
-    return ViolationEvent(
-        violation_id=violation_id, characteristic_id=row["characteristic_id"],
-        sample_id=row["sample_id"], rule_id=row["rule_id"], rule_name=row["rule_name"],
-        severity=row["severity"], chart=row["chart"],
-    ).model_dump_json()
+    """``spc/<id>/violation`` for a violation as stored: the JSON of :class:`ViolationEvent`."""
+    return _json({
+        "violation_id": int(violation_id), "characteristic_id": int(row["characteristic_id"]),
+        "sample_id": int(row["sample_id"]), "rule_id": int(row["rule_id"]),
+        "rule_name": row["rule_name"], "severity": row["severity"], "chart": row["chart"],
+    })
 
 
 def ack_event(row: Mapping[str, Any]) -> str:

@@ -17,13 +17,14 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 from bridge.spc.capability import Capability, capability
 from bridge.spc.charts import DISPERSION, SIGMA_ESTIMATORS, Point, SampleError
-from bridge.spc.rules import RuleSpec, RuleTracker
+from bridge.spc.rules import RuleTracker
 from bridge.spc.spec import ChartSpec
 from bridge.spc.zones import classify
 
 BASELINE = "baseline"
 MONITORING = "monitoring"
 _STATE_VERSION = 1
+_NONE: frozenset[int] = frozenset()  # no sample excluded (an empty frozenset is not shared)
 
 
 class Limits(NamedTuple):
@@ -88,6 +89,13 @@ class _Moments:
 class Evaluator:
     """Streaming control chart of one characteristic (see the module docstring)."""
 
+    # A bridge holds one per characteristic, ten thousand of them: slots, no per-instance tables.
+    __slots__ = (
+        "spec", "_type", "_estimate", "_dispersion", "_primary", "_spread", "_nominal", "_cache",
+        "count",
+        "limits_version", "baseline_start", "baseline", "excluded", "params", "_last", "_moments",
+    )
+
     def __init__(self, spec: ChartSpec, state: dict[str, Any] | None = None) -> None:
         self.spec = spec
         self._type = spec.type
@@ -95,16 +103,13 @@ class Evaluator:
         self._dispersion = DISPERSION.get(self._type.dispersion or "")
         self._primary = RuleTracker(spec.rules)
         self._spread = RuleTracker(spec.dispersion_rules)
-        self._rule_specs: dict[tuple[str, int], RuleSpec] = {
-            **{(self._type.primary, r.id): r for r in spec.rules},
-            **{(self._type.dispersion or "", r.id): r for r in spec.dispersion_rules},
-        }
-        self._cache: dict[int, tuple[Limits, Limits | None]] = {}
+        self._nominal: tuple[Limits, Limits | None] | None = None  # limits at the nominal n
+        self._cache: dict[int, tuple[Limits, Limits | None]] | None = None  # at other sizes
         self.count = 0
         self.limits_version = 0
         self.baseline_start = 0
         self.baseline: list[Point] = []
-        self.excluded: set[int] = set()
+        self.excluded = _NONE
         self.params: Params | None = None
         self._last: float | None = None
         self._moments = _Moments()
@@ -194,7 +199,8 @@ class Evaluator:
                           limits, violations)
 
     def _violation(self, index: int, chart: str, rule_id: int) -> Violation:
-        rule = self._rule_specs[(chart, rule_id)]
+        rules = self.spec.rules if chart == self._type.primary else self.spec.dispersion_rules
+        rule = next(r for r in rules if r.id == rule_id)
         return Violation(index, rule_id, rule.name, rule.severity, chart)
 
     # ----------------------------------------------------------------- limits
@@ -205,6 +211,12 @@ class Evaluator:
         return self._limits_at(self.spec.subgroup_size if n is None else n)
 
     def _limits_at(self, n: int) -> tuple[Limits, Limits | None]:
+        if n == self.spec.subgroup_size:
+            if self._nominal is None:
+                self._nominal = (self._primary_limits(n), self._spread_limits(n))
+            return self._nominal
+        if self._cache is None:
+            self._cache = {}
         cached = self._cache.get(n)
         if cached is None:
             cached = self._cache[n] = (self._primary_limits(n), self._spread_limits(n))
@@ -259,7 +271,7 @@ class Evaluator:
         if params is None:
             return False
         self.params = params
-        self._cache.clear()
+        self._nominal = self._cache = None
         self._primary.reset()
         self._spread.reset()
         self.limits_version += 1
@@ -277,7 +289,7 @@ class Evaluator:
             raise ValueError("the limits are fixed in the configuration; there is no baseline")
         if self.params is None:
             raise ValueError("the baseline is not complete yet")
-        excluded = set(exclude)
+        excluded = frozenset(exclude)
         stop = self.baseline_start + len(self.baseline)
         outside = sorted(i for i in excluded if not self.baseline_start <= i < stop)
         if outside:
@@ -302,7 +314,7 @@ class Evaluator:
             raise ValueError("the limits are fixed in the configuration; there is no baseline")
         self.params = None
         self.baseline = []
-        self.excluded = set()
+        self.excluded = _NONE
         self.baseline_start = self.count
         self._moments = _Moments()
         self.limits_version += 1
@@ -345,7 +357,7 @@ class Evaluator:
         self.limits_version = int(state["limits_version"])
         self.baseline_start = int(state["baseline_start"])
         self.baseline = [Point(*p) for p in state["baseline"]]
-        self.excluded = set(state["excluded"])
+        self.excluded = frozenset(state["excluded"])
         self._last = state["last"]
         self._moments = _Moments(*state["moments"])
         if not self.spec.needs_baseline:

@@ -23,6 +23,7 @@ History is kept as bit masks (bit 0 = newest point), so one step costs the same 
 length of the series, and the whole state is a handful of integers.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -156,39 +157,58 @@ def _ones(k: int) -> int:
     return (1 << k) - 1
 
 
+@dataclass(frozen=True, slots=True)
+class _Masks:
+    """The bit masks and counts of one set of rules, shared by every tracker of that set."""
+
+    enabled: int
+    full: int
+    m2: int
+    m3: int
+    m4: int
+    alt: int
+    w5: int
+    k5: int
+    n5: int
+    w6: int
+    k6: int
+    n6: int
+    m7: int
+    n7: int
+    m8: int
+
+
+@functools.lru_cache(maxsize=256)
+def _masks(rules: tuple[RuleSpec, ...]) -> _Masks:
+    by_id = {r.id: r for r in rules}
+    enabled = 0
+    for r in by_id.values():
+        enabled |= _RULE_BITS[r.id]
+
+    def count(rule_id: int) -> int:
+        return by_id[rule_id].count if rule_id in by_id else _RULES[rule_id][0]
+
+    m2, m7, m8 = _ones(count(2)), _ones(count(7)), _ones(count(8))
+    m4 = _ones(count(4) - 1)
+    r5 = by_id.get(5, RuleSpec.default(5))
+    r6 = by_id.get(6, RuleSpec.default(6))
+    w5, w6 = _ones(r5.span), _ones(r6.span)
+    full = max(_ones(max([r.span for r in by_id.values()] or [1])), m2, m7, m8, w5, w6)
+    return _Masks(enabled, full, m2, _ones(count(3) - 1), m4, int("01" * MAX_WINDOW, 2) & m4,
+                  w5, r5.count, r5.span, w6, r6.count, r6.span, m7, count(7), m8)
+
+
 class RuleTracker:
     """Streaming evaluation of a set of rules over the points of one chart."""
 
+    # One per chart of every characteristic: only the history is its own, the masks are shared.
     __slots__ = (
-        "_enabled", "_full", "_m2", "_m3", "_m4", "_alt", "_w5", "_k5", "_n5",
-        "_w6", "_k6", "_n6", "_m7", "_n7", "_m8",
-        "seen", "prev", "above", "below", "inc", "dec", "up1", "dn1", "up2", "dn2",
+        "_masks", "seen", "prev", "above", "below", "inc", "dec", "up1", "dn1", "up2", "dn2",
         "holding",
     )
 
     def __init__(self, rules: Iterable[RuleSpec]) -> None:
-        by_id = {r.id: r for r in rules}
-        self._enabled = 0
-        for r in by_id.values():
-            self._enabled |= _RULE_BITS[r.id]
-        spans = [r.span for r in by_id.values()] or [1]
-        self._full = _ones(max(spans))
-
-        def count(rule_id: int) -> int:
-            return by_id[rule_id].count if rule_id in by_id else _RULES[rule_id][0]
-
-        self._m2 = _ones(count(2))
-        self._m3 = _ones(count(3) - 1)
-        self._m4 = _ones(count(4) - 1)
-        self._alt = int("01" * MAX_WINDOW, 2) & self._m4
-        r5 = by_id.get(5, RuleSpec.default(5))
-        r6 = by_id.get(6, RuleSpec.default(6))
-        self._w5, self._k5, self._n5 = _ones(r5.span), r5.count, r5.span
-        self._w6, self._k6, self._n6 = _ones(r6.span), r6.count, r6.span
-        self._m7 = _ones(count(7))
-        self._n7 = count(7)
-        self._m8 = _ones(count(8))
-        self._full = max(self._full, self._m2, self._m7, self._m8, self._w5, self._w6)
+        self._masks = _masks(tuple(rules))
         self.reset()
 
     def reset(self) -> None:
@@ -203,7 +223,8 @@ class RuleTracker:
         self, x: float, center: float, ucl: float, lcl: float, sd_upper: float, sd_lower: float
     ) -> tuple[int, tuple[int, ...]]:
         """Add one point; return (mask of conditions holding, ids of rules that fire now)."""
-        full = self._full
+        masks = self._masks
+        full = masks.full
         d = x - center
         seen = self.seen
         self.above = a = ((self.above << 1) | (d > 0.0)) & full
@@ -223,39 +244,39 @@ class RuleTracker:
             h = 1
         elif x < lcl:
             h = 2
-        m = self._m2
+        m = masks.m2
         if a & m == m:
             h |= 4
         elif b & m == m:
             h |= 8
-        m = self._m3
+        m = masks.m3
         if i & m == m:
             h |= 16
         elif dd & m == m:
             h |= 32
-        m = self._m4
-        if (i | dd) & m == m and (i & m == self._alt or i & m == self._alt ^ m):
+        m = masks.m4
+        if (i | dd) & m == m and (i & m == masks.alt or i & m == masks.alt ^ m):
             h |= 64
-        if seen >= self._n5:
-            w = self._w5
-            if (u2 & w).bit_count() >= self._k5:
+        if seen >= masks.n5:
+            w = masks.w5
+            if (u2 & w).bit_count() >= masks.k5:
                 h |= 128
-            if (d2 & w).bit_count() >= self._k5:
+            if (d2 & w).bit_count() >= masks.k5:
                 h |= 256
-        if seen >= self._n6:
-            w = self._w6
-            if (u1 & w).bit_count() >= self._k6:
+        if seen >= masks.n6:
+            w = masks.w6
+            if (u1 & w).bit_count() >= masks.k6:
                 h |= 512
-            if (d1 & w).bit_count() >= self._k6:
+            if (d1 & w).bit_count() >= masks.k6:
                 h |= 1024
-        m = self._m7
-        if seen >= self._n7 and not (u1 | d1) & m:
+        m = masks.m7
+        if seen >= masks.n7 and not (u1 | d1) & m:
             h |= 2048
-        m = self._m8
+        m = masks.m8
         if (u1 | d1) & m == m and u1 & m and d1 & m:
             h |= 4096
 
-        h &= self._enabled
+        h &= masks.enabled
         rising = h & ~self.holding
         self.holding = h
         if not rising:

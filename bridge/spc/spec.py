@@ -10,7 +10,7 @@ from bridge.spc.rules import PRESETS, RuleSpec
 DEFAULT_BASELINE = 25
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChartSpec:
     """A characteristic's chart: type, subgroup size, where limits come from, rules, specs.
 

@@ -1,7 +1,8 @@
 """The few queries the bridge needs: open the database, restore, batch writes, outbox."""
 
+import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,39 +57,69 @@ def load_states(conn: Connection) -> dict[int, tuple[dict[str, Any], list[list[A
 
 def save_states(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Write the state of each characteristic in ``rows`` (characteristic_id, state, pending)."""
-    ids = [r["characteristic_id"] for r in rows]
-    existing = {r[0] for r in conn.execute(
-        sa.select(engine_state.c.characteristic_id).where(engine_state.c.characteristic_id.in_(ids)))}
-    updates = [{"cid": r["characteristic_id"], "state": r["state"], "pending": r["pending"]}
-               for r in rows if r["characteristic_id"] in existing]
-    if updates:
-        conn.execute(
-            sa.update(engine_state).where(engine_state.c.characteristic_id == sa.bindparam("cid"))
-            .values(state=sa.bindparam("state"), pending=sa.bindparam("pending")), updates)
-    inserts = [r for r in rows if r["characteristic_id"] not in existing]
-    if inserts:
-        conn.execute(sa.insert(engine_state), inserts)
+    _upsert(conn, engine_state, ("characteristic_id",), ("state", "pending"), rows)
 
 
-def known_seqs(conn: Connection, pairs: Iterable[tuple[int, str]]) -> set[tuple[int, str]]:
+def _upsert(conn: Connection, table: sa.Table, keys: tuple[str, ...], columns: tuple[str, ...],
+            rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows``, updating ``columns`` of those whose ``keys`` exist: one statement."""
+    if rows:
+        conn.execute(_upsert_statement(conn.dialect.name, table, keys, columns), rows)
+
+
+@functools.cache
+def _upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...],
+                      columns: tuple[str, ...]) -> sa.Executable:
+    # built once: constructing the ON CONFLICT clause costs more than executing it for a few rows
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return statement.on_conflict_do_update(index_elements=[table.c[k] for k in keys],
+                                           set_={c: statement.excluded[c] for c in columns})
+
+
+# One query per batch, whatever the number of characteristics in it: the (characteristic, seq) pairs
+# joined to the unique index ux_readings_seq. A row-value IN would scan the whole index on SQLite.
+_KNOWN_SEQS = {
+    "sqlite": sa.text(
+        "SELECT r.characteristic_id, r.seq FROM json_each(:pairs) AS j JOIN readings AS r"
+        " ON r.characteristic_id = json_extract(j.value, '$[0]') AND r.seq = json_extract(j.value, '$[1]')"),
+    "postgresql": sa.text(
+        "SELECT r.characteristic_id, r.seq"
+        " FROM unnest(CAST(:characteristics AS integer[]), CAST(:seqs AS varchar[])) AS v(c, s)"
+        " JOIN readings AS r ON r.characteristic_id = v.c AND r.seq = v.s"),
+}
+
+
+def known_seqs(conn: Connection, pairs: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
     """Those (characteristic_id, seq) pairs already stored as readings."""
-    by_char: dict[int, list[str]] = {}
-    for cid, seq in pairs:
-        by_char.setdefault(cid, []).append(seq)
-    found: set[tuple[int, str]] = set()
-    for cid, seqs in by_char.items():
-        query = sa.select(readings.c.seq).where(
-            readings.c.characteristic_id == cid, readings.c.seq.in_(seqs))
-        found.update((cid, seq) for (seq,) in conn.execute(query))
-    return found
+    if not pairs:
+        return set()
+    if conn.dialect.name == "postgresql":
+        params: dict[str, Any] = {"characteristics": [c for c, _ in pairs], "seqs": [s for _, s in pairs]}
+    else:
+        params = {"pairs": json.dumps(pairs)}
+    return {(cid, seq) for cid, seq in conn.execute(_KNOWN_SEQS[conn.dialect.name], params)}
 
 
 def insert_samples(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert samples; their ids in the order of ``rows``."""
+    return _insert_ids(conn, samples, rows)
+
+
+_LAST_ROWID = sa.text("SELECT last_insert_rowid()")
+
+
+def _insert_ids(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert ``rows``; their ids (the table's integer primary key) in the order of ``rows``."""
     if not rows:
         return []
-    result = conn.execute(
-        sa.insert(samples).returning(samples.c.id, sort_by_parameter_order=True), rows)
+    if conn.dialect.name == "sqlite":
+        # SQLite gives a new row the largest rowid + 1 (sqlite.org/autoinc.html) and the transaction
+        # holds the database's only write lock, so the rows got the ids up to the last one in order.
+        # RETURNING (SQLAlchemy's insertmanyvalues) costs more than the rows themselves.
+        conn.execute(_insert(table), rows)
+        last: int = conn.execute(_LAST_ROWID).scalar_one()
+        return list(range(last - len(rows) + 1, last + 1))
+    result = conn.execute(sa.insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
     return [r[0] for r in result]
 
 
@@ -111,17 +142,18 @@ def update_judged_samples(conn: Connection, rows: Sequence[dict[str, Any]]) -> d
 
 def insert_violations(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert violations; their ids in the order of ``rows``."""
-    if not rows:
-        return []
-    result = conn.execute(
-        sa.insert(violations).returning(violations.c.id, sort_by_parameter_order=True), rows)
-    return [r[0] for r in result]
+    return _insert_ids(conn, violations, rows)
 
 
 def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
     """Plain batch insert (readings, rejects, outbox)."""
     if rows:
-        conn.execute(sa.insert(table), rows)
+        conn.execute(_insert(table), rows)
+
+
+@functools.cache
+def _insert(table: sa.Table) -> sa.Insert:
+    return sa.insert(table)  # built once per table: a statement costs more to build than to run
 
 
 def next_outbox_seq(conn: Connection, bridge: str) -> int:
@@ -162,13 +194,7 @@ def deliveries_of(conn: Connection, bridge: str, mids: Sequence[int]) -> dict[in
 
 def record_deliveries(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Upsert (bridge, mid, digest, counter) rows."""
-    if not rows:
-        return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(deliveries)
-    conn.execute(statement.on_conflict_do_update(
-        index_elements=[deliveries.c.bridge, deliveries.c.mid],
-        set_={"digest": statement.excluded.digest, "counter": statement.excluded.counter}), rows)
+    _upsert(conn, deliveries, ("bridge", "mid"), ("digest", "counter"), rows)
 
 
 def violations_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:

@@ -1,0 +1,184 @@
+"""The measurements, the same for the bridge and for the relay: drain a backlog, latency at a
+fixed rate, the sustained rate with several publishers, the highest rate it keeps up with."""
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.bench.load import Load, LoadResult, publish_one, run_load
+from bridge.bench.progress import Progress
+from bridge.bench.subscriber import Arrival, Collector
+from bridge.bench.systems import System
+from bridge.bench.workload import read_topics
+
+DRAIN_RATE_FLOOR = 100.0   # readings/s: below this a drain is given up as stuck
+LAG_S = 1.0                # keeping up: every event arrives within this long after the last reading
+WARM_UP_S = 1.0            # arrivals of readings sent in the first second are not counted
+ACHIEVED = 0.95            # the gauges must reach this share of the offered rate for a valid step
+PROBE_S = 1.0              # how long a probe reading's event is awaited before the next probe
+
+
+class Stuck(RuntimeError):
+    """Events stopped arriving: the system under test is stuck or lost readings."""
+
+
+@dataclass
+class Run:
+    """What every phase shares: the broker, the characteristics file, the gauges and the subscriber."""
+
+    url: str
+    config: Path
+    gauges: int
+    qos: int
+    collector: Collector
+    progress: Progress
+    next_seq: int = 1
+    published: int = 0
+
+    @contextmanager
+    def load(self, count: int = 0, rate: float = 0.0, duration: float = 0.0,
+             qos: int | None = None) -> Iterator[LoadResult]:
+        """Publish readings with fresh seqs, counting only their events, from gauges that stay
+        connected until the ``with`` block ends."""
+        base = self.next_seq
+        self.collector.reset(base)
+        load = Load(self.gauges, base, count, rate, duration, self.qos if qos is None else qos)
+        with run_load(self.url, self.config, load) as result:
+            self.next_seq = base + result.published + self.gauges
+            self.published += result.published
+            yield result
+
+    def wait(self, count: int, what: str) -> list[Arrival]:
+        """Wait until ``count`` events have arrived, as long as they keep arriving."""
+        timeout = float(os.environ.get("BENCH_WAIT", 60.0 + count / DRAIN_RATE_FLOOR))
+
+        def tick(n: int) -> None:
+            self.progress.tick(f"{what} {n:,}/{count:,} events")
+
+        if not self.collector.wait_for(count, timeout, tick):
+            raise Stuck(f"{what}: {self.collector.count:,} of {count:,} events after {timeout:.0f} s")
+        return self.collector.snapshot()
+
+
+def subscribed(run: Run, system: System, topic: str, timeout: float = 120.0) -> None:
+    """Wait until a reading on ``topic``, the system's last subscription, comes out as an event:
+    a system may say it is connected before the broker has taken all its subscriptions."""
+    run.progress.phase(f"{system.name}: waiting for its subscriptions")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seq = run.next_seq
+        run.next_seq += 1
+        run.collector.reset(seq)
+        publish_one(run.url, topic, seq)
+        if run.collector.wait_for(1, PROBE_S, lambda _: None):
+            run.published += 1
+            return
+    raise Stuck(f"{system.name}: no event for a reading on {topic} within {timeout:.0f} s")
+
+
+def warm_up(run: Run, system: System, characteristics: int) -> None:
+    """One reading per characteristic through the running system: every subscription works."""
+    subscribed(run, system, read_topics(run.config)[-1])
+    run.progress.phase(f"{system.name}: warm-up, one reading per characteristic")
+    with run.load(count=characteristics, qos=1) as result:
+        run.wait(result.published, "warm-up")
+
+
+@dataclass(frozen=True)
+class Drain:
+    """A backlog consumed: ``count`` events from the first to the last arrival."""
+
+    count: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Readings per second."""
+        return (self.count - 1) / self.seconds
+
+
+def drain(run: Run, system: System, count: int) -> Drain:
+    """Queue ``count`` QoS 1 readings on the stopped system's persistent session, start it, and
+    time from its first event to its last (every reading committed and its event received)."""
+    run.progress.phase(f"{system.name}: queueing {count:,} QoS 1 readings while it is stopped")
+    system.stop()
+    with run.load(count=count, qos=1) as result:
+        run.progress.phase(f"{system.name}: draining {count:,} readings")
+        system.start()
+        arrivals = run.wait(result.published, "drain")
+    return Drain(len(arrivals), arrivals[-1].at - arrivals[0].at)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Gauge publish to event receipt, in seconds."""
+
+    p50: float
+    p99: float
+    max: float
+    count: int
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def latency(run: Run, system: System, rate: float, duration: float) -> Latency:
+    """Latencies of readings offered at ``rate`` per second for ``duration`` seconds."""
+    run.progress.phase(f"{system.name}: latency at {rate:,.0f} readings/s for {duration:.0f} s")
+    with run.load(rate=rate, duration=duration) as result:
+        arrivals = run.wait(result.published, "latency")
+    values = sorted(a.latency for a in arrivals if a.at - a.latency >= result.first + WARM_UP_S)
+    values = values or sorted(a.latency for a in arrivals)
+    return Latency(_percentile(values, 0.5), _percentile(values, 0.99), values[-1], len(values))
+
+
+def sustained(run: Run, system: System, rate: float, duration: float) -> float:
+    """Events per second while the gauges offer more than the system takes (``rate``, above its
+    drain rate) for ``duration`` seconds: its throughput with publishers live."""
+    run.progress.phase(f"{system.name}: {run.gauges} gauges offering {rate:,.0f} readings/s "
+                       f"for {duration:.0f} s")
+    with run.load(rate=rate, duration=duration) as result:
+        arrivals = run.wait(result.published, "sustained")
+    begin = result.first + min(WARM_UP_S, duration / 4)
+    during = sum(1 for a in arrivals if begin <= a.at <= result.last)
+    return during / (result.last - begin)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One offered rate: what the gauges achieved and how late the last event came."""
+
+    offered: float
+    achieved: float
+    lag: float
+
+    @property
+    def kept_up(self) -> bool:
+        """The gauges reached the rate and every event came within LAG_S of the last reading."""
+        return self.achieved >= ACHIEVED * self.offered and self.lag <= LAG_S
+
+
+def _step(run: Run, system: System, rate: float, duration: float) -> Step:
+    run.progress.phase(f"{system.name}: offered {rate:,.0f} readings/s for {duration:.0f} s")
+    with run.load(rate=rate, duration=duration) as result:
+        arrivals = run.wait(result.published, "offered rate")
+    return Step(rate, result.rate, arrivals[-1].at - result.last)
+
+
+def highest_rate(run: Run, system: System, ceiling: float, duration: float, steps: int) -> float:
+    """The highest offered rate below ``ceiling`` (within a bisection of ``steps`` steps) at which
+    every event arrives within LAG_S of the last reading; 0 if even the lowest step falls behind."""
+    low, high = 0.0, ceiling
+    rate = ceiling / 2
+    for _ in range(steps):
+        rate = round(rate, -2) or 100.0
+        if _step(run, system, rate, duration).kept_up:
+            low = max(low, rate)
+        else:
+            high = min(high, rate)
+        rate = (low + high) / 2
+    return low

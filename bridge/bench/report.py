@@ -1,0 +1,109 @@
+"""The result of a benchmark run: one table for people, one JSON object for machines."""
+
+import os
+import platform
+from dataclasses import dataclass
+
+from bridge.bench.phases import Drain, Latency
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What was measured for one system (the bridge or the relay)."""
+
+    drain: Drain
+    latency: Latency
+    live_rate: float
+    highest_rate: float
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The bridge's memory: peak RSS, per characteristic beyond a one-characteristic bridge,
+    and the change of RSS over the latency phase (flat means no growth per reading)."""
+
+    peak: int
+    per_characteristic: float
+    growth: int
+
+
+@dataclass(frozen=True)
+class Report:
+    """A whole run."""
+
+    broker: str
+    qos: int
+    characteristics: int
+    gauges: int
+    duration: float
+    backlog: int
+    latency_rate: float
+    bridge: Figures
+    relay: Figures
+    memory: Memory
+
+    @property
+    def ratio(self) -> float:
+        """The headline: the bridge's drain rate over the bare relay's."""
+        return self.bridge.drain.rate / self.relay.drain.rate
+
+    def machine(self) -> str:
+        """Cores and interpreter, because absolute figures depend on them."""
+        return f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+
+    def as_json(self) -> dict[str, object]:
+        """Machine-readable figures (rates in readings/s, latencies in ms, memory in bytes)."""
+        out: dict[str, object] = {
+            "broker": self.broker, "qos": self.qos, "characteristics": self.characteristics,
+            "gauges": self.gauges, "duration": self.duration, "backlog": self.backlog,
+            "machine": self.machine(), "ratio": round(self.ratio, 3),
+        }
+        for prefix, figures in (("", self.bridge), ("relay_", self.relay)):
+            out |= {
+                f"{prefix}drain_rate": round(figures.drain.rate),
+                f"{prefix}live_rate": round(figures.live_rate),
+                f"{prefix}max_rate": round(figures.highest_rate),
+                f"{prefix}latency_p50_ms": round(figures.latency.p50 * 1000, 2),
+                f"{prefix}latency_p99_ms": round(figures.latency.p99 * 1000, 2),
+                f"{prefix}latency_max_ms": round(figures.latency.max * 1000, 2),
+            }
+        out["relay_rate"] = out.pop("relay_drain_rate")
+        out |= {
+            "peak_memory_bytes": self.memory.peak,
+            "memory_per_characteristic_bytes": round(self.memory.per_characteristic),
+            "memory_growth_bytes": self.memory.growth,
+        }
+        return out
+
+    def table(self) -> str:
+        """The table printed by ``spc-bridge bench``."""
+        b, r = self.bridge, self.relay
+        rows = [
+            (f"drain: {self.backlog:,} queued QoS 1 readings (readings/s)",
+             b.drain.rate, r.drain.rate, "{:,.0f}"),
+            (f"live: sustained, {self.gauges} gauges overloading it (readings/s)", b.live_rate,
+             r.live_rate, "{:,.0f}"),
+            ("live: highest offered rate kept up (readings/s)", b.highest_rate, r.highest_rate, "{:,.0f}"),
+            (f"latency p50 at {self.latency_rate:,.0f} readings/s (ms)",
+             b.latency.p50 * 1000, r.latency.p50 * 1000, "{:,.1f}"),
+            ("latency p99 (ms)", b.latency.p99 * 1000, r.latency.p99 * 1000, "{:,.1f}"),
+            ("latency max (ms)", b.latency.max * 1000, r.latency.max * 1000, "{:,.1f}"),
+        ]
+        width = max(len(label) for label, *_ in rows)
+        lines = [
+            f"spc-bridge bench: broker {self.broker}, readings at QoS {self.qos}, "
+            f"{self.characteristics:,} characteristics, {self.machine()}",
+            f"{'':{width}}  {'bridge':>10}  {'relay':>10}  {'bridge/relay':>12}",
+        ]
+        for label, mine, theirs, number in rows:
+            ratio = f"{mine / theirs:.2f}x" if theirs else "-"
+            lines.append(f"{label:{width}}  {number.format(mine):>10}  {number.format(theirs):>10}  "
+                         f"{ratio:>12}")
+        m = self.memory
+        lines.append(f"bridge memory: peak {m.peak / MIB:,.1f} MiB; "
+                     f"{m.per_characteristic:,.0f} bytes per characteristic; "
+                     f"{m.growth / MIB:+,.1f} MiB over the {self.duration:.0f} s latency phase")
+        lines.append(f"headline: the bridge drains {self.ratio:.2f}x as fast as a bare aiomqtt relay")
+        return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""The two systems measured side by side: the bridge and the bare relay, each a child process
+holding a persistent session on the broker."""
+
+import sqlite3
+from pathlib import Path
+
+from bridge.bench.processes import Child, python
+from bridge.bench.relay import OUTPUT_ROOT, READY
+from bridge.contract import ROOT
+
+START_TIMEOUT_S = 120.0  # 10,000 characteristics: loading, subscribing, publishing their limits
+
+
+class System:
+    """A child process that turns each reading into one event on ``events``."""
+
+    name: str
+    events: str  # the topic filter of its events
+    process: Child
+    ready_line: str
+
+    def start(self) -> None:
+        """Start it and wait until it has connected (its session exists from then on)."""
+        process = self.process
+        process.start(lambda: self.ready_line in process.output(), START_TIMEOUT_S)
+
+    def stop(self) -> None:
+        """Stop it with SIGTERM (SIGKILL if it hangs); raise if it did not exit cleanly."""
+        code = self.process.stop()
+        if code not in (0, None):
+            raise RuntimeError(f"{self.name} exited with {code}:\n{self.process.output()[-3000:]}")
+
+    def memory(self) -> tuple[int, int]:
+        """Resident memory now and at its peak, in bytes."""
+        return self.process.memory()
+
+
+class BridgeSystem(System):
+    """``python -m bridge run`` with a fresh SQLite database (durable commits, as configured)."""
+
+    name = "bridge"
+    events = f"{ROOT}/+/sample"
+    ready_line = "MQTT Connected"
+
+    def __init__(self, workdir: Path, url: str, config: Path, client_id: str) -> None:
+        self.db_path = workdir / f"{client_id}.db"
+        self.process = Child(python("bridge", "run", "--broker", url, "--db", f"sqlite:///{self.db_path}",
+                                    "--config", str(config), "--client-id", client_id),
+                             workdir / f"{client_id}.log")
+
+    def stored(self, first_seq: int) -> tuple[int, int]:
+        """Readings committed with a seq from ``first_seq`` on: rows, and distinct seqs."""
+        with sqlite3.connect(self.db_path, timeout=30) as db:
+            rows, distinct = db.execute(
+                "select count(*), count(distinct seq) from readings where cast(seq as integer) >= ?",
+                (first_seq,)).fetchone()
+            return int(rows), int(distinct)
+
+
+class RelaySystem(System):
+    """The bare aiomqtt relay (``relay.py``)."""
+
+    name = "relay"
+    events = f"{OUTPUT_ROOT}/#"
+    ready_line = READY
+
+    def __init__(self, workdir: Path, url: str, config: Path, client_id: str) -> None:
+        self.process = Child(python("bridge.bench.relay", "--broker", url, "--config", str(config),
+                                    "--client-id", client_id), workdir / f"{client_id}.log")
