@@ -49,10 +49,11 @@ class BridgeSystem(System):
                              workdir / f"{client_id}.log")
 
     def stored(self, first_seq: int) -> tuple[int, int]:
-        """Readings committed with a seq from ``first_seq`` on: rows, and distinct seqs."""
+        """Readings committed with a seq from ``first_seq`` on: rows, and distinct readings."""
         with sqlite3.connect(self.db_path, timeout=30) as db:
             rows, distinct = db.execute(
-                "select count(*), count(distinct seq) from readings where cast(seq as integer) >= ?",
+                "select count(*), count(distinct characteristic_id || '/' || seq) from readings "
+                "where cast(seq as integer) >= ?",
                 (first_seq,)).fetchone()
             return int(rows), int(distinct)
 
