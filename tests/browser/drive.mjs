@@ -40,8 +40,10 @@ try {
     const button = page.locator("button.ack").first();
     await button.waitFor({ state: "visible", timeout });
     await page.fill("#reason", ackReason);
+    // Read the id first: the page removes the button as soon as the ack event arrives, which can be at once.
+    const violationId = Number(await button.getAttribute("data-violation-id"));
     await button.click();
-    print({ event: "clicked", violation_id: Number(await button.getAttribute("data-violation-id")) });
+    print({ event: "clicked", violation_id: violationId });
   }
   const ok = await finished;
   if (!ok) print({ event: "timeout", page: await page.locator("body").innerText() });
