@@ -48,7 +48,9 @@ def _run(args: argparse.Namespace) -> int:
     log.info("bridge %s: %d characteristics, broker %s, database %s", settings.client_id,
              len(configs), settings.broker, settings.db_url.split("@")[-1])
     stop = stop_on_signals()
-    Bridge(settings, configs).run(stop)
+    bridge = Bridge(settings, configs)
+    del configs  # the bridge keeps only what running them needs (memory per characteristic)
+    bridge.run(stop)
     return 0
 
 

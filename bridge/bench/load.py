@@ -48,9 +48,11 @@ class Load:
 
 @dataclass(frozen=True)
 class LoadResult:
-    """How many readings the gauges published, and when (wall clock) the first and last went."""
+    """How many readings the gauges published, the highest seq, and when (wall clock) the first
+    and the last went."""
 
     published: int
+    last_seq: int
     first: float
     last: float
 
@@ -143,7 +145,8 @@ def _run(args: argparse.Namespace) -> None:
         k += 1
     last = time.time()
     gauge.drain()
-    print(json.dumps({"published": k, "first": first, "last": last}), flush=True)
+    last_seq = args.seq_base + args.index + (k - 1) * args.gauges
+    print(json.dumps({"published": k, "last_seq": last_seq, "first": first, "last": last}), flush=True)
     # The embedded broker (amqtt) acknowledges a reading before routing it, and forgets what it has
     # not routed yet when its publisher disconnects: stay until the benchmark has the events.
     sys.stdin.readline()
@@ -171,8 +174,8 @@ def run_load(url: str, config: Path, load: Load, window: int = 100) -> Iterator[
         _tell(procs)
         limit = (load.duration or load.count / 1000) + ACK_TIMEOUT_S
         results = [json.loads(_line(proc, limit)) for proc in procs]
-        yield LoadResult(sum(r["published"] for r in results), min(r["first"] for r in results),
-                         max(r["last"] for r in results))
+        yield LoadResult(sum(r["published"] for r in results), max(r["last_seq"] for r in results),
+                         min(r["first"] for r in results), max(r["last"] for r in results))
         _tell(procs)
         for proc in procs:
             proc.wait(10)

@@ -25,7 +25,7 @@ def _without_tls(conf: str) -> str:
     blocks = re.split(r"(?m)(?=^listener )", conf)
     kept = []
     for block in blocks:
-        body, blank, rest = block.partition("\n\n")
+        body, _, rest = block.partition("\n\n")
         if block.startswith("listener ") and re.search(r"(?m)^certfile ", body):
             block = rest
         kept.append(block)

@@ -26,7 +26,7 @@ class Options:
                    backlog=args.backlog or defaults.backlog, steps=defaults.steps)
 
 
-QUICK = Options(characteristics=1000, duration=3.0, backlog=10_000, steps=3)
+QUICK = Options(characteristics=1000, duration=2.0, backlog=5_000, steps=2)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default 10,000; --quick 1,000)")
     parser.add_argument("--gauges", type=int, default=4, help="publishing processes (default 4)")
     parser.add_argument("--duration", type=float,
-                        help="seconds of the latency and full-speed phases (default 10; --quick 3)")
+                        help="seconds of the latency phase (memory is watched over it), of the "
+                             "sustained phase up to 30 s, and twice each step's up to 10 s "
+                             "(default 10; --quick 2)")
     parser.add_argument("--backlog", type=int,
-                        help="readings queued for the drain (default 100,000; --quick 10,000)")
+                        help="readings queued for the drain (default 100,000; --quick 5,000)")
     parser.add_argument("--quick", action="store_true", help="a run of under a minute")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")

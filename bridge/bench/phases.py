@@ -1,7 +1,6 @@
 """The measurements, the same for the bridge and for the relay: drain a backlog, latency at a
 fixed rate, the sustained rate with several publishers, the highest rate it keeps up with."""
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,8 @@ DRAIN_RATE_FLOOR = 100.0   # readings/s: below this a drain is given up as stuck
 LAG_S = 1.0                # keeping up: every event arrives within this long after the last reading
 WARM_UP_S = 1.0            # arrivals of readings sent in the first second are not counted
 ACHIEVED = 0.95            # the gauges must reach this share of the offered rate for a valid step
+OVERLOAD = 1.2             # the steps offer up to this multiple of the drain rate, the sustained
+                           # phase this multiple of the highest rate kept up
 PROBE_S = 1.0              # how long a probe reading's event is awaited before the next probe
 
 
@@ -47,13 +48,13 @@ class Run:
         self.collector.reset(base)
         load = Load(self.gauges, base, count, rate, duration, self.qos if qos is None else qos)
         with run_load(self.url, self.config, load) as result:
-            self.next_seq = base + result.published + self.gauges
+            self.next_seq = max(base, result.last_seq + 1)  # gauges of a paced load differ in count
             self.published += result.published
             yield result
 
     def wait(self, count: int, what: str) -> list[Arrival]:
         """Wait until ``count`` events have arrived, as long as they keep arriving."""
-        timeout = float(os.environ.get("BENCH_WAIT", 60.0 + count / DRAIN_RATE_FLOOR))
+        timeout = 60.0 + count / DRAIN_RATE_FLOOR
 
         def tick(n: int) -> None:
             self.progress.tick(f"{what} {n:,}/{count:,} events")
@@ -137,8 +138,8 @@ def latency(run: Run, system: System, rate: float, duration: float) -> Latency:
 
 
 def sustained(run: Run, system: System, rate: float, duration: float) -> float:
-    """Events per second while the gauges offer more than the system takes (``rate``, above its
-    drain rate) for ``duration`` seconds: its throughput with publishers live."""
+    """Events per second while the gauges offer ``rate`` (a little more than the system keeps up
+    with) for ``duration`` seconds: its throughput with publishers live."""
     run.progress.phase(f"{system.name}: {run.gauges} gauges offering {rate:,.0f} readings/s "
                        f"for {duration:.0f} s")
     with run.load(rate=rate, duration=duration) as result:

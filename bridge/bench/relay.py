@@ -36,7 +36,9 @@ async def relay(url: str, topics: Sequence[str], client_id: str) -> None:
                               password=broker.password, identifier=client_id,
                               clean_session=False) as client:
         # the bridge's sockets have Nagle's algorithm off; give the yardstick the same
-        client._client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = client._client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for start in range(0, len(topics), SUBSCRIBE_CHUNK):
             await client.subscribe([(t, 1) for t in topics[start:start + SUBSCRIBE_CHUNK]])
         print(READY, flush=True)

@@ -4,7 +4,7 @@ import os
 import platform
 from dataclasses import dataclass
 
-from bridge.bench.phases import Drain, Latency
+from bridge.bench.phases import OVERLOAD, Drain, Latency
 
 MIB = 1024 * 1024
 
@@ -83,9 +83,10 @@ class Report:
         rows = [
             (f"drain: {self.backlog:,} queued QoS 1 readings (readings/s)",
              b.drain.rate, r.drain.rate, "{:,.0f}"),
-            (f"live: sustained, {self.gauges} gauges overloading it (readings/s)", b.live_rate,
+            (f"live, {self.gauges} gauges: highest offered rate kept up (readings/s)", b.highest_rate,
+             r.highest_rate, "{:,.0f}"),
+            (f"live: sustained with {OVERLOAD - 1:.0%} more offered (readings/s)", b.live_rate,
              r.live_rate, "{:,.0f}"),
-            ("live: highest offered rate kept up (readings/s)", b.highest_rate, r.highest_rate, "{:,.0f}"),
             (f"latency p50 at {self.latency_rate:,.0f} readings/s (ms)",
              b.latency.p50 * 1000, r.latency.p50 * 1000, "{:,.1f}"),
             ("latency p99 (ms)", b.latency.p99 * 1000, r.latency.p99 * 1000, "{:,.1f}"),

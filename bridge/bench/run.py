@@ -10,7 +10,7 @@ from pathlib import Path
 from bridge.bench import phases
 from bridge.bench.brokers import BenchBroker, open_broker
 from bridge.bench.options import Options
-from bridge.bench.phases import Run
+from bridge.bench.phases import OVERLOAD, Run
 from bridge.bench.progress import Progress
 from bridge.bench.report import Figures, Memory, Report
 from bridge.bench.subscriber import Collector
@@ -18,7 +18,9 @@ from bridge.bench.systems import BridgeSystem, RelaySystem, System
 from bridge.bench.workload import write_config
 
 LATENCY_RATE = 1000.0  # readings per second
-OVERLOAD = 1.2         # live phases offer up to this multiple of the drain rate
+MIN_RATE = 100.0
+LIVE_MAX_S = 30.0      # a long --duration (memory flat over minutes) lengthens the latency phase only
+STEP_MAX_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,16 @@ def _measure(run: Run, system: System, options: Options) -> _Measured:
         before, _ = system.memory()
         latency = phases.latency(run, system, LATENCY_RATE, options.duration)
         after, _ = system.memory()
-        live = phases.sustained(run, system, OVERLOAD * drain.rate, options.duration)
-        highest = phases.highest_rate(run, system, OVERLOAD * drain.rate, max(2.0, options.duration / 2),
-                                      options.steps)
+        step = min(max(2.0, options.duration / 2), STEP_MAX_S)
+        highest = phases.highest_rate(run, system, OVERLOAD * drain.rate, step, options.steps)
+        live = phases.sustained(run, system, OVERLOAD * max(highest, MIN_RATE),
+                                min(options.duration, LIVE_MAX_S))
         _, peak = system.memory()
         if isinstance(system, BridgeSystem):
             _check_stored_once(system, first_seq, run.published - published)
     finally:
         system.stop()
+    system.discard_session()
     return _Measured(Figures(drain, latency, live, highest), loaded, after - before, peak)
 
 
@@ -77,6 +81,7 @@ def _baseline_memory(workdir: Path, url: str, gauges: int, readings: int, progre
     finally:
         bridge.stop()
         collector.close()
+    bridge.discard_session()
     return rss
 
 

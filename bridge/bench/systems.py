@@ -2,13 +2,19 @@
 holding a persistent session on the broker."""
 
 import sqlite3
+import threading
 from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.bench.processes import Child, python
 from bridge.bench.relay import OUTPUT_ROOT, READY
+from bridge.config import parse_broker_url
 from bridge.contract import ROOT
 
 START_TIMEOUT_S = 120.0  # 10,000 characteristics: loading, subscribing, publishing their limits
+SESSION_TIMEOUT_S = 30.0
 
 
 class System:
@@ -18,6 +24,8 @@ class System:
     events: str  # the topic filter of its events
     process: Child
     ready_line: str
+    url: str
+    client_id: str
 
     def start(self) -> None:
         """Start it and wait until it has connected (its session exists from then on)."""
@@ -34,6 +42,26 @@ class System:
         """Resident memory now and at its peak, in bytes."""
         return self.process.memory()
 
+    def discard_session(self) -> None:
+        """Once it is stopped for good, end its persistent session (a clean-session connection
+        under its client id): else the broker would queue every later reading for it, and the
+        next system measured would pay for that."""
+        broker = parse_broker_url(self.url)
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             clean_session=True, protocol=paho.MQTTv311)
+        if broker.username is not None:
+            client.username_pw_set(broker.username, broker.password)
+        connected = threading.Event()
+        client.on_connect = lambda _c, _u, _f, reason, _p: connected.set()
+        client.connect(broker.host, broker.port, keepalive=30)
+        client.loop_start()
+        try:
+            if not connected.wait(SESSION_TIMEOUT_S):
+                raise TimeoutError(f"could not end the session of {self.client_id}")
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
 
 class BridgeSystem(System):
     """``python -m bridge run`` with a fresh SQLite database (durable commits, as configured)."""
@@ -43,6 +71,7 @@ class BridgeSystem(System):
     ready_line = "MQTT Connected"
 
     def __init__(self, workdir: Path, url: str, config: Path, client_id: str) -> None:
+        self.url, self.client_id = url, client_id
         self.db_path = workdir / f"{client_id}.db"
         self.process = Child(python("bridge", "run", "--broker", url, "--db", f"sqlite:///{self.db_path}",
                                     "--config", str(config), "--client-id", client_id),
@@ -66,5 +95,6 @@ class RelaySystem(System):
     ready_line = READY
 
     def __init__(self, workdir: Path, url: str, config: Path, client_id: str) -> None:
+        self.url, self.client_id = url, client_id
         self.process = Child(python("bridge.bench.relay", "--broker", url, "--config", str(config),
                                     "--client-id", client_id), workdir / f"{client_id}.log")

@@ -23,19 +23,15 @@ log = logging.getLogger(__name__)
 FORGET_EVERY_S = 1.0
 RETRY_MAX_S = 10.0
 STOP_DRAIN_S = 5.0
+IDLE_S = 0.05  # the longest wait for the network while nothing has arrived
 
 
-def _collect(inbox: "SimpleQueue[Any]", size: int, wait_s: float, idle_s: float) -> list[Any]:
-    """Up to ``size`` items: wait ``idle_s`` for the first, then ``wait_s`` for the rest."""
-    try:
-        items = [inbox.get(timeout=idle_s)]
-    except Empty:
-        return []
-    deadline = time.monotonic() + wait_s
+def _take(inbox: "SimpleQueue[Any]", size: int) -> list[Any]:
+    """Up to ``size`` items that are in the inbox now."""
+    items: list[Any] = []
     while len(items) < size:
-        remaining = deadline - time.monotonic()
         try:
-            items.append(inbox.get_nowait() if remaining <= 0 else inbox.get(timeout=remaining))
+            items.append(inbox.get_nowait())
         except Empty:
             break
     return items
@@ -67,6 +63,8 @@ class Bridge:
         self.publisher.add(self.pipeline.start())
         # The characteristics live as long as the process: out of the collector's sight, a full
         # collection no longer walks them (over 100 ms with 10,000 of them, a latency spike).
+        # Collect first, or the start-up's garbage would be frozen with them.
+        gc.collect()
         gc.freeze()
         self.link.start(self.pipeline.topics)
         self.ready.set()
@@ -74,9 +72,8 @@ class Bridge:
         backoff = 0.0
         forgotten = 0
         last_forget = time.monotonic()
-        settings = self.settings
         while not stop.is_set():
-            items = retry or _collect(self.inbox, settings.batch_size, settings.batch_ms / 1000, 0.05)
+            items = retry or self._collect()
             messages = [i for i in items if isinstance(i, Inbound)]
             for item in items:
                 if isinstance(item, (Connected, Disconnected)):
@@ -85,7 +82,7 @@ class Bridge:
                 retry = self._handle(messages)
                 if retry:
                     backoff = min(RETRY_MAX_S, backoff * 2 or 0.1)
-                    stop.wait(backoff)
+                    self._pause(stop, backoff)
                     continue
                 backoff = 0.0
             self.publisher.pump()
@@ -94,6 +91,25 @@ class Bridge:
                 self._forget(up_to)
                 forgotten, last_forget = up_to, time.monotonic()
         self._finish(retry)
+
+    def _collect(self) -> list[Any]:
+        """The next batch: what the network has brought, up to ``--batch-size`` items, waiting up
+        to IDLE_S for the first and ``--batch-ms`` for more."""
+        size, wait_s = self.settings.batch_size, self.settings.batch_ms / 1000
+        self.link.poll(0.0 if self.inbox.qsize() else IDLE_S, size)
+        items = _take(self.inbox, size)
+        if items and wait_s:
+            deadline = time.monotonic() + wait_s
+            while len(items) < size and (left := deadline - time.monotonic()) > 0:
+                self.link.poll(left, size - len(items))
+                items += _take(self.inbox, size - len(items))
+        return items
+
+    def _pause(self, stop: threading.Event, seconds: float) -> None:
+        """Wait before retrying a batch, keeping the connection alive meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.link.poll(min(left, IDLE_S), 10**9)
 
     def _handle(self, messages: list[Inbound]) -> list[Inbound]:
         """Process a batch; return it to retry when the commit failed."""
@@ -116,12 +132,13 @@ class Bridge:
     def _finish(self, retry: list[Inbound]) -> None:
         """Graceful stop: process what has arrived, publish what is committed, go offline."""
         deadline = time.monotonic() + STOP_DRAIN_S
-        pending = retry + [i for i in _collect(self.inbox, 10**6, 0, 0) if isinstance(i, Inbound)]
+        self.link.poll(0.0, 10**9)
+        pending = retry + [i for i in _take(self.inbox, 10**9) if isinstance(i, Inbound)]
         if pending:
             self._handle(pending)
         while not self.publisher.idle and time.monotonic() < deadline and self.link.connected.is_set():
             self.publisher.pump()
-            time.sleep(0.01)
+            self.link.poll(0.01)
         self.publisher.pump()
         self._forget(self.publisher.confirmed_up_to)
         self.link.stop()

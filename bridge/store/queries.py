@@ -80,12 +80,12 @@ def _upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...],
 # joined to the unique index ux_readings_seq. A row-value IN would scan the whole index on SQLite.
 _KNOWN_SEQS = {
     "sqlite": sa.text(
-        "SELECT r.characteristic_id, r.seq FROM json_each(:pairs) AS j JOIN readings AS r"
+        f"SELECT r.characteristic_id, r.seq FROM json_each(:pairs) AS j JOIN {readings.name} AS r"
         " ON r.characteristic_id = json_extract(j.value, '$[0]') AND r.seq = json_extract(j.value, '$[1]')"),
     "postgresql": sa.text(
         "SELECT r.characteristic_id, r.seq"
         " FROM unnest(CAST(:characteristics AS integer[]), CAST(:seqs AS varchar[])) AS v(c, s)"
-        " JOIN readings AS r ON r.characteristic_id = v.c AND r.seq = v.s"),
+        f" JOIN {readings.name} AS r ON r.characteristic_id = v.c AND r.seq = v.s"),
 }
 
 
