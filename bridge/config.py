@@ -215,28 +215,27 @@ def load_characteristics(path: str | Path) -> list[CharacteristicConfig]:
 
     problems: list[str] = []
     configs: list[CharacteristicConfig] = []
-    by_id: dict[int, int] = {}
-    by_topic: dict[str, int] = {}
-    for index, table in enumerate(tables, start=1):
+    by_id: dict[int, tuple[int, CharacteristicConfig]] = {}
+    by_topic: dict[str, tuple[int, CharacteristicConfig]] = {}
+    # Each table is dropped once validated, so that the models reuse the parsed document's memory
+    # (ten thousand characteristics would otherwise leave both in the process's resident set).
+    tables.reverse()
+    for index in range(1, len(tables) + 1):
+        table = tables.pop()
         where = _describe(index, table)
         try:
             config = CharacteristicConfig.model_validate(table)
         except ValidationError as error:
             problems.extend(f"{where}: {_problem(e)}" for e in error.errors())
             continue
-        if config.id in by_id:
-            first = by_id[config.id]
-            problems.append(
-                f"{where}: id: {config.id} is already the id of {_describe(first, tables[first - 1])}"
-            )
-        if config.topic in by_topic:
-            first = by_topic[config.topic]
-            problems.append(
-                f"{where}: topic: {config.topic!r} is already the topic of "
-                f"{_describe(first, tables[first - 1])}; a gauge topic feeds one characteristic"
-            )
-        by_id.setdefault(config.id, index)
-        by_topic.setdefault(config.topic, index)
+        for key, seen, what in ((config.id, by_id, "id"), (config.topic, by_topic, "topic")):
+            if key in seen:
+                first, other = seen[key]
+                problems.append(f"{where}: {what}: {key!r} is already the {what} of "
+                                f"{_describe(first, {'id': other.id, 'name': other.name})}"
+                                + ("; a gauge topic feeds one characteristic" if what == "topic" else ""))
+            else:
+                seen[key] = (index, config)
         configs.append(config)
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))

@@ -27,6 +27,7 @@ from bridge.store.schema import outbox, readings, rejects
 
 log = logging.getLogger(__name__)
 REJECT_PAYLOAD_CHARS = 4096
+START_CHUNK = 500  # characteristics set up at a time
 class Inbound(NamedTuple):
     """A message as received: the transport's ``token`` is what acknowledging it needs.
 
@@ -154,26 +155,30 @@ class Pipeline:
 
     def start(self) -> list[Outgoing]:
         """Load the characteristics and their saved state; return every unconfirmed event."""
+        configs, self._configs = self._configs, []
+        configs.reverse()
         with self.engine.begin() as conn:
-            queries.sync_characteristics(conn, [
-                {"id": c.id, "name": c.name, "topic": c.topic, "chart": c.chart,
-                 "config": c.model_dump_json()} for c in self._configs])
             saved = queries.load_states(conn)
             self.next_seq = queries.next_outbox_seq(conn, self.bridge)
             self.delivered = queries.last_delivery(conn, self.bridge)
-        configs, self._configs = self._configs, []
-        for config in configs:
-            state, pending = saved.get(config.id, (None, None))
-            spec = config.chart_spec()
-            ch = Characteristic(config.id, spec, Assembler(spec, state, pending))
-            self.by_topic[config.topic] = ch
-            self.by_id[config.id] = ch
-        # limits are retained: republish them on every start, a broker may have lost them
-        with self.engine.begin() as conn:
-            batch = _Batch()
-            for ch in self.by_id.values():
-                self._limits(batch, ch)
-            self._write_events(conn, batch, _Ids({}, [], []))
+            # A chunk at a time, each configuration dropped once its characteristic runs: the
+            # run-time objects reuse the configurations' memory instead of adding to it.
+            while configs:
+                chunk = [configs.pop() for _ in range(min(START_CHUNK, len(configs)))]
+                queries.sync_characteristics(conn, [
+                    {"id": c.id, "name": c.name, "topic": c.topic, "chart": c.chart,
+                     "config": c.model_dump_json()} for c in chunk])
+                batch = _Batch()
+                for config in chunk:
+                    state, pending = saved.pop(config.id, (None, None))
+                    spec = config.chart_spec()
+                    ch = Characteristic(config.id, spec, Assembler(spec, state, pending))
+                    self.by_topic[config.topic] = ch
+                    self.by_id[config.id] = ch
+                    # limits are retained: republish them on every start, a broker may have lost them
+                    self._limits(batch, ch)
+                del chunk
+                self._write_events(conn, batch, _Ids({}, [], []))
             return [Outgoing(*r) for r in queries.pending_outbox(conn, self.bridge, 0, 10**9)]
 
     def pending_after(self, seq: int, limit: int) -> list[Outgoing]:

@@ -38,13 +38,7 @@ def open_database(url: str) -> Engine:
 
 def sync_characteristics(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert or update the configured characteristics (id, name, topic, chart, config)."""
-    known = {r.id for r in conn.execute(sa.select(characteristics.c.id))}
-    new = [r for r in rows if r["id"] not in known]
-    if new:
-        conn.execute(sa.insert(characteristics), new)
-    for row in rows:
-        if row["id"] in known:
-            conn.execute(sa.update(characteristics).where(characteristics.c.id == row["id"]), row)
+    _upsert(conn, characteristics, ("id",), ("name", "topic", "chart", "config"), rows)
 
 
 def load_states(conn: Connection) -> dict[int, tuple[dict[str, Any], list[list[Any]]]]:
