@@ -138,7 +138,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _tail(args: argparse.Namespace) -> int:
     from bridge.tail import tail
 
-    return tail(args.broker, args.filter, stop_on_signals())
+    return tail(args.broker, args.filter, stop_on_signals(), args.ca_file)
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("filter", nargs="?", default="spc/#",
                       help="a characteristic id or an MQTT topic filter (default spc/#)")
     tail.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL")
+    tail.add_argument("--ca-file", type=Path, default=None, metavar="FILE",
+                      help="CA certificates (PEM) to verify an mqtts:// or wss:// broker")
     tail.set_defaults(handler=_tail)
 
     gateway = commands.add_parser("gateway", help="the seed's WebSocket protocol for dashboards, fed from MQTT")

@@ -1,8 +1,10 @@
 """``spc-bridge tail``: print the bridge's events as they arrive (an aiomqtt subscriber)."""
 
 import asyncio
+import ssl
 import sys
 import threading
+from pathlib import Path
 
 import aiomqtt
 
@@ -15,11 +17,12 @@ def topic_filter(text: str) -> str:
     return f"{ROOT}/{text}/#" if text.isdigit() else text
 
 
-async def _tail(url: str, selection: str, stop: threading.Event) -> None:
+async def _tail(url: str, selection: str, stop: threading.Event, ca_file: Path | None) -> None:
     broker = parse_broker_url(url)
     async with aiomqtt.Client(
         broker.host, broker.port, username=broker.username, password=broker.password,
         transport=broker.transport, websocket_path=broker.path if broker.transport == "websockets" else None,
+        tls_context=ssl.create_default_context(cafile=ca_file) if broker.tls else None,
     ) as client:
         await client.subscribe(topic_filter(selection), qos=1)
         print(f"tail: {broker} {topic_filter(selection)} (Ctrl-C stops it)", file=sys.stderr, flush=True)
@@ -33,7 +36,8 @@ async def _tail(url: str, selection: str, stop: threading.Event) -> None:
             print(f"{message.topic} {payload}", flush=True)
 
 
-def tail(url: str, selection: str, stop: threading.Event) -> int:
-    """Print every event matching ``selection`` until ``stop`` is set; the exit code."""
-    asyncio.run(_tail(url, selection, stop))
+def tail(url: str, selection: str, stop: threading.Event, ca_file: Path | None = None) -> int:
+    """Print every event matching ``selection`` until ``stop`` is set; the exit code.
+    ``ca_file`` verifies an mqtts:// or wss:// broker (else the system's CAs)."""
+    asyncio.run(_tail(url, selection, stop, ca_file))
     return 0

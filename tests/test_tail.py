@@ -4,14 +4,19 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.brokers import EmbeddedBrokerThread, MqttProbe
 from tests.processes import ChildProcess
 
 
+@pytest.mark.parametrize("scheme", ["mqtt", "mqtts"])
 def test_tail_prints_events_of_one_characteristic(embedded_broker: EmbeddedBrokerThread,
-                                                  tmp_path: Path) -> None:
-    """``tail 7`` shows spc/7/... and nothing of other characteristics; Ctrl-C ends it."""
-    tail = ChildProcess(["tail", "7", "--broker", embedded_broker.url("dashboard")],
+                                                  tmp_path: Path, scheme: str) -> None:
+    """``tail 7`` shows spc/7/... and nothing of other characteristics, over TCP and over TLS
+    verified with ``--ca-file``; Ctrl-C ends it."""
+    tail = ChildProcess(["tail", "7", "--broker", embedded_broker.url("dashboard", scheme),
+                         "--ca-file", str(embedded_broker.certs.ca)],
                         tmp_path / "tail.log", "(Ctrl-C stops it)")
     tail.start()
     try:

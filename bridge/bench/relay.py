@@ -23,6 +23,9 @@ from bridge.config import parse_broker_url
 OUTPUT_ROOT = "bench/relay"
 READY = "relay ready"
 SUBSCRIBE_CHUNK = 100
+# Restarted on a session with a backlog, the broker sends the queued readings first and the SUBACK
+# behind them: aiomqtt's default 10 s would give up while 100,000 readings stream in.
+SUBSCRIBE_TIMEOUT_S = 120.0
 
 
 async def relay(url: str, topics: Sequence[str], client_id: str) -> None:
@@ -40,7 +43,8 @@ async def relay(url: str, topics: Sequence[str], client_id: str) -> None:
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for start in range(0, len(topics), SUBSCRIBE_CHUNK):
-            await client.subscribe([(t, 1) for t in topics[start:start + SUBSCRIBE_CHUNK]])
+            await client.subscribe([(t, 1) for t in topics[start:start + SUBSCRIBE_CHUNK]],
+                                   timeout=SUBSCRIBE_TIMEOUT_S)
         print(READY, flush=True)
 
         async def forward() -> None:
