@@ -31,8 +31,8 @@ from bridge.service.pipeline import Inbound
 log = logging.getLogger(__name__)
 READ_CHUNK = 65536
 RECONNECT_MIN_S = 1
-ROUTE_GRACE_S = 0.2
 RECONNECT_MAX_S = 30
+ROUTE_GRACE_S = 0.2  # after ``offline`` is acknowledged, before disconnecting (see stop)
 SESSION_EXPIRY_S = 7 * 24 * 3600  # MQTT 5: keep the session (and queued readings) a week
 
 
