@@ -7,11 +7,11 @@ import ssl
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from tests.brokers import HOST, BrokerHandle, MosquittoProcess, MqttProbe, Scheme, free_port
 from tests.credentials import Certificates
 from tests.processes import bridge_process
+from tests.stream import query
 
 CONFIG = """
 [[characteristic]]
@@ -46,16 +46,6 @@ def payloads(probe: MqttProbe, topic: str, count: int, timeout: float = 15.0) ->
     messages = probe.wait_for(topic, count, timeout)
     assert len(messages) >= count, f"{len(messages)} of {count} messages on {topic}"
     return [json.loads(m.payload) for m in messages[:count]]
-
-
-def rows(db_url: str, query: str) -> list[tuple]:
-    """Rows of a query on the bridge's database."""
-    engine = sa.create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(query))]
-    finally:
-        engine.dispose()
 
 
 def test_gauge_to_tcp_and_websocket_subscribers(broker: BrokerHandle, database: str,
@@ -108,11 +98,11 @@ def test_gauge_to_tcp_and_websocket_subscribers(broker: BrokerHandle, database: 
                 late.subscribe("spc/bridge/state")
                 assert payloads(late, "spc/2/limits", 1)[0]["phase"] == "monitoring"
                 assert late.wait_for("spc/bridge/state")[0].payload == b"online"
-            stored = rows(database, "select characteristic_id, count(*) from samples "
+            stored = query(database, "select characteristic_id, count(*) from samples "
                                     "group by characteristic_id order by characteristic_id")
             assert stored == [(1, 3), (2, 3)]
-            assert rows(database, "select rule_id, chart from violations") == [(1, "i")]
-            assert rows(database, "select zone from samples where characteristic_id = 2 "
+            assert query(database, "select rule_id, chart from violations") == [(1, "i")]
+            assert query(database, "select zone from samples where characteristic_id = 2 "
                                   "order by idx") == [("zone_c_upper",), ("zone_c_lower",),
                                                       ("zone_c_upper",)]
             assert bridge.stop() == 0

@@ -3,12 +3,14 @@ and a 10 s broker outage during a QoS 1 stream from several gauges, on both brok
 
 import random
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.brokers import BrokerHandle, MqttProbe
-from tests.processes import bridge_process
+from tests.processes import ChildProcess, bridge_process
 from tests.stream import Gauges, Recorder, assert_nothing_lost_or_doubled, wait_until, write_config
 
 READINGS = 5000
@@ -19,15 +21,27 @@ AMQTT_NO_PERSISTENCE = pytest.mark.xfail(
                         "of the embedded broker loses them (use Mosquitto where no reading may be lost)")
 
 
-def test_kill_bridge_three_times(broker: BrokerHandle, tmp_path: Path) -> None:
-    """kill -9 the bridge three times at random moments; restart it each time."""
+@contextmanager
+def streaming(broker: BrokerHandle, tmp_path: Path, readings: int = READINGS,
+              rate: float = RATE) -> Iterator[tuple[ChildProcess, Gauges, Recorder, str]]:
+    """A bridge on a SQLite file, started; a recorder of its events; gauges ready to stream; the
+    database URL. All of them are stopped afterwards."""
     db = f"sqlite:///{tmp_path / 'spc.db'}"
     bridge = bridge_process(tmp_path, broker.url("bridge"), db, write_config(tmp_path))
-    bridge.start()
-    recorder = Recorder(broker)
-    gauges = Gauges(broker, READINGS, RATE)
+    with ExitStack() as stack:
+        bridge.start()
+        stack.callback(bridge.stop)
+        recorder = Recorder(broker)
+        stack.callback(recorder.close)
+        gauges = Gauges(broker, readings, rate)
+        stack.callback(gauges.close)
+        yield bridge, gauges, recorder, db
+
+
+def test_kill_bridge_three_times(broker: BrokerHandle, tmp_path: Path) -> None:
+    """kill -9 the bridge three times at random moments; restart it each time."""
     rng = random.Random(42)
-    try:
+    with streaming(broker, tmp_path) as (bridge, gauges, recorder, db):
         gauges.start()
         for _ in range(3):
             time.sleep(rng.uniform(0.5, 2.0))
@@ -39,22 +53,13 @@ def test_kill_bridge_three_times(broker: BrokerHandle, tmp_path: Path) -> None:
         # "Brokers"), so on the embedded broker readings are compared as sets; events still
         # follow the stored order.
         assert_nothing_lost_or_doubled(gauges, recorder, db, gauge_order=broker.kind == "mosquitto")
-    finally:
-        gauges.close()
-        recorder.close()
-        bridge.stop()
 
 
 @pytest.mark.parametrize("broker", [
     "mosquitto", pytest.param("embedded", marks=AMQTT_NO_PERSISTENCE)], indirect=True)
 def test_restart_broker_mid_stream(broker: BrokerHandle, tmp_path: Path) -> None:
     """Stop and start the broker (persistence on) in the middle of the stream."""
-    db = f"sqlite:///{tmp_path / 'spc.db'}"
-    bridge = bridge_process(tmp_path, broker.url("bridge"), db, write_config(tmp_path))
-    bridge.start()
-    recorder = Recorder(broker)
-    gauges = Gauges(broker, READINGS, RATE)
-    try:
+    with streaming(broker, tmp_path) as (_, gauges, recorder, db):
         gauges.start()
         time.sleep(3)
         broker.stop()
@@ -63,22 +68,13 @@ def test_restart_broker_mid_stream(broker: BrokerHandle, tmp_path: Path) -> None
         # A gauge's own paho client may reorder across the broker restart (a message published
         # while it reconnects can overtake the resends), so readings are compared as sets here.
         assert_nothing_lost_or_doubled(gauges, recorder, db, timeout=90, gauge_order=False)
-    finally:
-        gauges.close()
-        recorder.close()
-        bridge.stop()
 
 
 @pytest.mark.parametrize("broker", [
     "mosquitto", pytest.param("embedded", marks=AMQTT_NO_PERSISTENCE)], indirect=True)
 def test_broker_away_for_ten_seconds(broker: BrokerHandle, tmp_path: Path) -> None:
     """Readings committed before a 10 s outage, and events that could not be sent, arrive after it."""
-    db = f"sqlite:///{tmp_path / 'spc.db'}"
-    bridge = bridge_process(tmp_path, broker.url("bridge"), db, write_config(tmp_path))
-    bridge.start()
-    recorder = Recorder(broker)
-    gauges = Gauges(broker, 1000, 2000.0)
-    try:
+    with streaming(broker, tmp_path, 1000, 2000.0) as (bridge, gauges, recorder, db):
         gauges.start()
         gauges.wait(30)
         broker.stop()
@@ -88,10 +84,6 @@ def test_broker_away_for_ten_seconds(broker: BrokerHandle, tmp_path: Path) -> No
         # everything may have been delivered before the outage; the reconnect comes with the
         # bridge's backoff (up to 16 s after 10 s away)
         wait_until(lambda: "MQTT Connected(number=2" in bridge.output(), 60, "the reconnect")
-    finally:
-        gauges.close()
-        recorder.close()
-        bridge.stop()
 
 
 @pytest.mark.parametrize("broker", ["embedded"], indirect=True)
