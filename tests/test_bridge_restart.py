@@ -4,7 +4,8 @@ from pathlib import Path
 
 from tests.brokers import MqttProbe, MosquittoProcess
 from tests.processes import bridge_process
-from tests.test_bridge_e2e import payloads, rows, write_config
+from tests.stream import query
+from tests.test_bridge_e2e import payloads, write_config
 
 CONFIG = """
 [[characteristic]]
@@ -57,5 +58,5 @@ def test_restart_keeps_limits_windows_and_collected_values(
             assert abs(bore["range"] - 0.4) < 1e-9
         finally:
             bridge.stop()
-    assert rows(database, "select count(*) from readings where characteristic_id = 2") == [(3,)]
-    assert rows(database, "select count(*) from samples where characteristic_id = 2") == [(1,)]
+    assert query(database, "select count(*) from readings where characteristic_id = 2") == [(3,)]
+    assert query(database, "select count(*) from samples where characteristic_id = 2") == [(1,)]

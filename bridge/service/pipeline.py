@@ -28,6 +28,8 @@ from bridge.store.schema import outbox, readings, rejects
 log = logging.getLogger(__name__)
 REJECT_PAYLOAD_CHARS = 4096
 START_CHUNK = 500  # characteristics set up at a time
+
+
 class Inbound(NamedTuple):
     """A message as received: the transport's ``token`` is what acknowledging it needs.
 
