@@ -14,10 +14,17 @@ and starts the new connection's handler on it, broker.py:579-593).
 flow ends, and honours a PUBACK that comes after the 5 s wait, which amqtt ignores (handler.py:677-688).
 QoS 2 is left as amqtt has it: we use QoS 1 only, and its flow frees the packet id before PUBCOMP
 (handler.py:393-395), so keeping it would take more than this.
+
+Keep-alive: amqtt's reader waits the session's keep-alive for each packet and calls `handle_read_timeout` when
+the wait runs out (handler.py:466 and :537-539), but the broker's handler does nothing there
+(broker_handler.py:86-87), so a client that went silent stayed connected and its will was never published.
+`KeepAliveBrokerHandler` closes such a connection as if its socket had ended: amqtt then publishes the will and
+ends the session (broker.py:672-697).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from amqtt.mqtt.constants import QOS_1
@@ -29,7 +36,7 @@ from amqtt.session import (
     Session,
 )
 
-__all__ = ["AtLeastOnceBrokerHandler"]
+__all__ = ["AtLeastOnceBrokerHandler", "KeepAliveBrokerHandler"]
 
 _logger = logging.getLogger(__name__)
 
@@ -88,3 +95,13 @@ class AtLeastOnceBrokerHandler(BrokerProtocolHandler):
                 _logger.debug("late PUBACK for QoS 1 message %s", packet_id)
                 return
         await super().handle_puback(puback)
+
+
+class KeepAliveBrokerHandler(BrokerProtocolHandler):
+    """amqtt's broker-side handler, dropping a client that sent nothing for its keep-alive timeout."""
+
+    _closing: asyncio.Task[None] | None = None
+
+    def handle_read_timeout(self) -> None:
+        if self._closing is None:  # kept: the loop holds only a weak reference to a task
+            self._closing = asyncio.ensure_future(self.handle_connection_closed())

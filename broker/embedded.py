@@ -7,6 +7,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import math
 import signal
 import ssl
 import threading
@@ -28,7 +29,7 @@ from websockets.asyncio.server import Server as WebSocketServer
 from websockets.exceptions import InvalidMessage
 
 from broker.amqtt_access import AccessControlBroker, ReadAclHandler, RoleAclPlugin
-from broker.amqtt_fixes import AtLeastOnceBrokerHandler
+from broker.amqtt_fixes import AtLeastOnceBrokerHandler, KeepAliveBrokerHandler
 from broker.users import UserDirectory, UsersError
 
 __all__ = [
@@ -129,8 +130,9 @@ class TlsListeners:
     ca_file: Path | None = None
 
 
-class _Handler(AtLeastOnceBrokerHandler, ReadAclHandler):
-    """amqtt's broker-side handler with our fixes: QoS 1 messages kept until acknowledged, read ACL on resending."""
+class _Handler(AtLeastOnceBrokerHandler, KeepAliveBrokerHandler, ReadAclHandler):
+    """amqtt's broker-side handler with our fixes: QoS 1 messages kept until acknowledged, silent clients
+    dropped, read ACL on resending."""
 
 
 class _Broker(AccessControlBroker):
@@ -153,6 +155,9 @@ class _Broker(AccessControlBroker):
         # once, and other amqtt brokers or clients in the same process keep amqtt's behaviour. The client is
         # authenticated by now (AccessControlBroker), so a wrong password cannot close another's connection.
         _, session = await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+        # MQTT-3.1.2-24: a client silent for one and a half times its keep-alive is disconnected; amqtt's
+        # reader waits session.keep_alive for each packet (broker/amqtt_fixes.py, KeepAliveBrokerHandler).
+        session.keep_alive = math.ceil(session.keep_alive * 1.5)
         await self._close_previous_connection(session)
         return _Handler(self.plugins_manager), session
 
