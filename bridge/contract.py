@@ -39,22 +39,26 @@ def response_topic(user: str, command: str) -> str:
     return f"{RESPONSE_ROOT}/{user}/{command}"
 
 
-def sample_topic(characteristic_id: int) -> str:
+ANY_CHARACTERISTIC = "+"  # in place of an id: a topic filter for every characteristic
+CharacteristicRef = int | Literal["+"]
+
+
+def sample_topic(characteristic_id: CharacteristicRef) -> str:
     """Where a characteristic's evaluated samples are published."""
     return f"{ROOT}/{characteristic_id}/sample"
 
 
-def violation_topic(characteristic_id: int) -> str:
+def violation_topic(characteristic_id: CharacteristicRef) -> str:
     """Where a characteristic's rule violations are published."""
     return f"{ROOT}/{characteristic_id}/violation"
 
 
-def ack_topic(characteristic_id: int) -> str:
+def ack_topic(characteristic_id: CharacteristicRef) -> str:
     """Where acknowledgements of a characteristic's violations are published."""
     return f"{ROOT}/{characteristic_id}/ack"
 
 
-def limits_topic(characteristic_id: int) -> str:
+def limits_topic(characteristic_id: CharacteristicRef) -> str:
     """Where a characteristic's current limits are retained."""
     return f"{ROOT}/{characteristic_id}/limits"
 

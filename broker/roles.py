@@ -8,7 +8,10 @@ from dataclasses import dataclass
 
 from paho.mqtt.client import topic_matches_sub
 
-from bridge.contract import ERRORS_TOPIC, HISTORY_COMMAND, REQUEST_ROOT, RESPONSE_ROOT, ROOT, STATE_TOPIC, request_topic
+from bridge.contract import (
+    ANY_CHARACTERISTIC, ERRORS_TOPIC, HISTORY_COMMAND, REQUEST_ROOT, RESPONSE_ROOT, ROOT, STATE_TOPIC, ack_topic,
+    limits_topic, request_topic, sample_topic, violation_topic,
+)
 
 __all__ = ["ROLES", "USER", "Rights", "Role", "permits", "rights"]
 
@@ -16,7 +19,8 @@ USER = "%u"  # stands for the user's own name, as in Mosquitto's ACL patterns
 
 # What dashboards and operators read: every characteristic's events and the bridge's own state and errors.
 _EVENTS = (
-    f"{ROOT}/+/sample", f"{ROOT}/+/violation", f"{ROOT}/+/ack", f"{ROOT}/+/limits", STATE_TOPIC, ERRORS_TOPIC,
+    *(topic(ANY_CHARACTERISTIC) for topic in (sample_topic, violation_topic, ack_topic, limits_topic)),
+    STATE_TOPIC, ERRORS_TOPIC,
 )
 _OWN_RESPONSES = f"{RESPONSE_ROOT}/{USER}/#"
 

@@ -8,30 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.brokers import EmbeddedBrokerThread, MqttProbe
+from tests.dashboards import BORE_TOPIC, CONFIG, SHAFT_TOPIC
 from tests.processes import ChildProcess, bridge_process
 from tests.stream import query
-
-CONFIG = """
-[[characteristic]]
-id = 1
-name = "Shaft length"
-topic = "plant/shaft"
-chart = "imr"
-center = 10.0
-sigma = 1.0
-rules = "rule1"
-dispersion_rules = []
-
-[[characteristic]]
-id = 2
-name = "Bore"
-topic = "plant/bore"
-chart = "imr"
-center = 5.0
-sigma = 1.0
-rules = "rule1"
-dispersion_rules = []
-"""
 
 
 @pytest.fixture
@@ -46,8 +25,8 @@ def bridge(embedded_broker: EmbeddedBrokerThread, database: str, tmp_path: Path)
         with MqttProbe(embedded_broker, "tcp") as gauge:
             gauge.subscribe("spc/+/violation")
             for value in ("10.0", "14.0", "10.0", "14.5", "10.1"):
-                gauge.publish("plant/shaft", value)
-            gauge.publish("plant/bore", "0.5")
+                gauge.publish(SHAFT_TOPIC, value)
+            gauge.publish(BORE_TOPIC, "0.5")
             assert len(gauge.wait_for("spc/1/violation", 2, timeout=15)) == 2
             assert gauge.wait_for("spc/2/violation", 1, timeout=15)
         yield process

@@ -11,7 +11,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bridge.bench.processes import Child, python
 from bridge.bench.relay import OUTPUT_ROOT, READY
 from bridge.config import parse_broker_url
-from bridge.contract import ROOT
+from bridge.contract import ANY_CHARACTERISTIC, sample_topic
 
 START_TIMEOUT_S = 120.0  # 10,000 characteristics: loading, subscribing, publishing their limits
 SESSION_TIMEOUT_S = 30.0
@@ -67,7 +67,7 @@ class BridgeSystem(System):
     """``python -m bridge run`` with a fresh SQLite database (durable commits, as configured)."""
 
     name = "bridge"
-    events = f"{ROOT}/+/sample"
+    events = sample_topic(ANY_CHARACTERISTIC)
     ready_line = "MQTT Connected"
 
     def __init__(self, workdir: Path, url: str, config: Path, client_id: str) -> None:

@@ -14,7 +14,9 @@ import aiomqtt
 from pydantic import ValidationError
 
 from bridge.config import BrokerUrl
-from bridge.contract import EVENT_QOS, ack_topic, sample_topic, violation_topic
+from bridge.contract import (
+    ANY_CHARACTERISTIC, EVENT_QOS, CharacteristicRef, ack_topic, sample_topic, violation_topic,
+)
 from bridge.gateway.connections import ConnectionManager
 from bridge.gateway.protocol import (
     AckUpdatePayload, EventPayload, EventType, SamplePayload, ViolationPayload, error_message, event_message,
@@ -28,24 +30,18 @@ KEEPALIVE = 30
 BROKER_LOST = "lost the MQTT broker: no events until it is back (the gateway reconnects by itself)"
 
 
-def every_characteristic(topic_of: Callable[[int], str]) -> str:
-    """The contract's topic of one characteristic as a filter for all of them (the id level becomes '+')."""
-    marker = 1  # any id: its level is the one to replace
-    return "/".join("+" if level == str(marker) else level for level in topic_of(marker).split("/"))
-
-
 @dataclass(frozen=True)
 class EventKind:
     """An MQTT event stream and the seed notification it becomes."""
 
     message_type: EventType
-    topic_of: Callable[[int], str]
+    topic_of: Callable[[CharacteristicRef], str]
     payload: type[EventPayload]
 
     @property
     def filter(self) -> str:
         """The subscription that receives this event for every characteristic."""
-        return every_characteristic(self.topic_of)
+        return self.topic_of(ANY_CHARACTERISTIC)
 
 
 KINDS = (
