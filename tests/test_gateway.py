@@ -295,8 +295,11 @@ def test_dead_and_stalled_connections_are_removed(embedded_broker: EmbeddedBroke
                         "sample_id": number, "characteristic_id": SHAFT, "timestamp": "2026-11-26T12:00:00Z",
                         "value": 10.0, "zone": "zone_c_upper", "in_control": True, "n": 1, "note": padding}))
 
-        await asyncio.to_thread(publish)
+        # The reader reads while the events are published, as a dashboard does: reading only afterwards, it
+        # would let 50 events wait for it and be dropped as too slow itself.
+        publishing = asyncio.create_task(asyncio.to_thread(publish))
         ids = [(await reader.until("sample"))["payload"]["sample_id"] for _ in range(events)]
+        await publishing
         assert ids == list(range(1, events + 1))
         await reader.close()
 
