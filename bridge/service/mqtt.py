@@ -222,7 +222,8 @@ class MqttLink:
     def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
         self.inbox.put(Inbound(message.topic, bytes(message.payload), datetime.now(timezone.utc),
                                Token(self.connection, message.mid, message.qos),
-                               message.mid if message.qos else None, bool(message.dup)))
+                               message.mid if message.qos else None, bool(message.dup),
+                               bool(message.retain)))
 
     def ack(self, token: Token) -> None:
         """Acknowledge a committed message, unless it came on an earlier connection.

@@ -34,7 +34,8 @@ class Inbound(NamedTuple):
     """A message as received: the transport's ``token`` is what acknowledging it needs.
 
     ``delivery_id`` is the MQTT packet id of a QoS 1 message (None at QoS 0) and ``redelivered``
-    its DUP flag: the broker is sending it again because it has no PUBACK for it.
+    its DUP flag: the broker is sending it again because it has no PUBACK for it. ``retained`` is
+    the RETAIN flag: the broker replays a stored message because a subscription was just made.
     """
 
     topic: str
@@ -43,6 +44,7 @@ class Inbound(NamedTuple):
     token: Any
     delivery_id: int | None = None
     redelivered: bool = False
+    retained: bool = False
 
 
 class Outgoing(NamedTuple):
