@@ -3,6 +3,7 @@
 import argparse
 import os
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from json import dumps
 from math import isfinite
@@ -15,6 +16,7 @@ from pydantic import field_validator, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bridge.service.subscriptions import roots_problems
 from bridge.spc.charts import CHART_TYPES
 from bridge.spc.rules import resolve_rules
 from bridge.spc.spec import DEFAULT_BASELINE, ChartSpec
@@ -29,14 +31,14 @@ class ConfigError(Exception):
 OUR_TOPIC_ROOT = "spc"                  # spc/<id>/... and spc/bridge/state are the bridge's own
 MAX_TOPIC_BYTES = 65535                 # an MQTT UTF-8 string is at most 65535 bytes
 MAX_ID = 2**31 - 1                      # ids are stored in a 32-bit integer column
-UNGROUPED_CHARTS = ("imr", "c")         # charts whose subgroup_size defaults to 1
+UNGROUPED_CHARTS = ("imr", "c", "cusum", "ewma")  # charts whose subgroup_size defaults to 1
 
 RuleSelection = str | list[int | dict[str, int | str]]
 
 # ChartSpec's arguments in the order CharacteristicConfig declares them (rules are checked alone).
 _SPEC_FIELDS = (
     "chart", "subgroup_size", "baseline", "center", "ucl", "lcl", "sigma", "sigma_method",
-    "usl", "lsl",
+    "usl", "lsl", "k", "h", "reset_after_signal", "fir", "lambda_", "L",
 )
 
 
@@ -70,7 +72,7 @@ class CharacteristicConfig(BaseModel):
     id: int = Field(gt=0, le=MAX_ID, description="names the topics spc/<id>/...")
     name: str
     topic: str = Field(description="the MQTT topic its gauge publishes on (no wildcards)")
-    chart: str = Field(description="imr | xbar_r | xbar_s | p | np | c | u")
+    chart: str = Field(description="imr | xbar_r | xbar_s | p | np | c | u | cusum | ewma")
     subgroup_size: int = Field(default=None, validate_default=True)
     baseline: int = DEFAULT_BASELINE
     center: float | None = None
@@ -80,6 +82,13 @@ class CharacteristicConfig(BaseModel):
     sigma_method: str | None = None
     usl: float | None = None
     lsl: float | None = None
+    # options of the charts with memory (bridge/spc/memory.py); left out, the chart's defaults
+    k: float | None = None
+    h: float | None = None
+    reset_after_signal: bool | None = None
+    fir: bool | None = None
+    lambda_: float | None = Field(default=None, alias="lambda")
+    L: float | None = None
     rules: RuleSelection = "nelson"
     dispersion_rules: RuleSelection = "rule1"
 
@@ -152,6 +161,17 @@ class CharacteristicConfig(BaseModel):
         resolve_rules(value)  # its ValueError names the bad rule
         return value
 
+    @field_validator("rules", "dispersion_rules")
+    @classmethod
+    def _rules_apply(cls, value: object, info: ValidationInfo) -> object:
+        """Refuse rules, given explicitly, on a chart with memory (CUSUM, EWMA)."""
+        chart = info.data.get("chart")
+        if chart in CHART_TYPES and CHART_TYPES[chart].memory is not None:
+            raise ValueError(
+                f"the Nelson rules do not apply to a {chart} chart (its points are autocorrelated; "
+                f"it signals when its statistic crosses its limits): remove {info.field_name}")
+        return value
+
     @model_validator(mode="after")
     def _make_spec(self) -> "CharacteristicConfig":
         names = (*_SPEC_FIELDS, "rules", "dispersion_rules")
@@ -180,6 +200,9 @@ def _problem(error: Any) -> str:
     kind = error["type"]
     if kind == "value_error":
         message = str(error["ctx"]["error"])
+    elif kind == "extra_forbidden" and where == "ingest_roots":
+        message = ("put it at the top of the file, above the first [[characteristic]] "
+                   "(a key below a table belongs to it)")
     elif kind == "extra_forbidden":
         message = f"unknown key; the keys are {', '.join(CharacteristicConfig.model_fields)}"
     elif kind == "missing":
@@ -189,8 +212,26 @@ def _problem(error: Any) -> str:
     return f"{where}: {message}" if where else message
 
 
-def load_characteristics(path: str | Path) -> list[CharacteristicConfig]:
-    """Read and validate a characteristics TOML file of ``[[characteristic]]`` tables."""
+class Characteristics(list[CharacteristicConfig]):
+    """The characteristics of a file and the ``ingest_roots`` it names (empty: derived from the topics)."""
+
+    def __init__(self, configs: Iterable[CharacteristicConfig] = (), ingest_roots: Iterable[str] = ()) -> None:
+        super().__init__(configs)
+        self.ingest_roots = tuple(ingest_roots)
+
+
+def _ingest_roots(document: dict[str, Any]) -> list[str]:
+    """The file's ``ingest_roots`` (a list of topic filters), empty when it has none."""
+    roots = document.get("ingest_roots", [])
+    if not isinstance(roots, list) or not all(isinstance(root, str) for root in roots):
+        raise ValueError('write it as a list of topic filters, e.g. ingest_roots = ["plant1/#", "plant2/#"], '
+                         "above the first [[characteristic]]")
+    return roots
+
+
+def load_characteristics(path: str | Path) -> Characteristics:
+    """Read and validate a characteristics TOML file: ``[[characteristic]]`` tables and optional
+    ``ingest_roots``, the topic filters the bridge subscribes to (each topic under exactly one)."""
     try:
         document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -199,12 +240,16 @@ def load_characteristics(path: str | Path) -> list[CharacteristicConfig]:
         raise ConfigError(f"{path}: cannot read it: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    unknown = sorted(set(document) - {"characteristic"})
+    unknown = sorted(set(document) - {"characteristic", "ingest_roots"})
     if unknown:
         raise ConfigError(
             f"{path}: unknown top-level key(s) {', '.join(unknown)}: "
-            "the file holds only [[characteristic]] tables"
+            "the file holds ingest_roots and [[characteristic]] tables"
         )
+    try:
+        roots = _ingest_roots(document)
+    except ValueError as error:
+        raise ConfigError(f"{path}: ingest_roots: {error}") from None
     tables = document.get("characteristic", [])
     if not isinstance(tables, list):
         raise ConfigError(
@@ -239,7 +284,11 @@ def load_characteristics(path: str | Path) -> list[CharacteristicConfig]:
         configs.append(config)
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
-    return configs
+    if roots:
+        problems = roots_problems(roots, by_topic)
+        if problems:
+            raise ConfigError(f"{path}: ingest_roots: " + "; ".join(problems))
+    return Characteristics(configs, roots)
 
 
 # --- the broker URL --------------------------------------------------------------------------
@@ -415,7 +464,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     add("--db", DEFAULT_DB, "SQLAlchemy database URL", metavar="URL")
     add("--config", None, "characteristics TOML file (see characteristics.example.toml)",
         type=Path, metavar="FILE")
-    add("--client-id", "spc-bridge", "MQTT client id; the broker keeps the persistent session under it")
+    add("--client-id", None, "MQTT client id; the broker keeps the persistent session under it. Both brokers "
+        "admit a user's own ids only: its name or <name>:<anything> (default: the broker URL's user name, "
+        "else spc-bridge)")
     add("--batch-size", "500", "most samples committed in one transaction", type=int)
     add("--batch-ms", "0", "longest wait in milliseconds to fill a batch (0: a batch is what "
         "has arrived, and grows by itself while the one before it commits)", type=float)
@@ -429,11 +480,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
     """The Settings of a namespace parsed with add_settings_arguments (ConfigError if wrong)."""
+    broker = parse_broker_url(ns.broker)
     return Settings(
-        broker=parse_broker_url(ns.broker),
+        broker=broker,
         config_path=ns.config,
         db_url=ns.db,
-        client_id=ns.client_id,
+        client_id=ns.client_id if ns.client_id is not None else broker.username or Settings.client_id,
         batch_size=ns.batch_size,
         batch_ms=ns.batch_ms,
         max_payload=ns.max_payload,

@@ -5,9 +5,9 @@ Field names are those of the OpenSPC WebSocket seed (``sample_id``, ``characteri
 ``ack_reason``, ...). Events are JSON, published at QoS 1 after the data they describe is committed.
 """
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 ROOT = "spc"
 STATE_TOPIC = f"{ROOT}/bridge/state"
@@ -27,6 +27,17 @@ REQUEST_FILTER = f"{REQUEST_ROOT}/+/+"
 ACK_COMMAND = "ack"
 HISTORY_COMMAND = "history"
 COMMANDS = (ACK_COMMAND, HISTORY_COMMAND)
+
+# Bounds of a request, checked before it costs the bridge anything (README, "Topics").
+MAX_REQUEST_BYTES = 16 * 1024    # the whole payload
+MAX_REQUEST_DEPTH = 8            # nested arrays and objects (a request needs 2)
+MAX_COMMAND_CHARS = 64           # the <command> of the topic
+MAX_TRANSACTION_CHARS = 200      # a string transaction; an integer one is a 64-bit integer
+MAX_ACK_IDS = 1000               # violations acknowledged by one request
+MAX_HISTORY = 1000               # samples and violations in one history answer
+MAX_REASON_CHARS = 1000          # an acknowledgement's reason
+MAX_RESPONSE_BYTES = 1024 * 1024  # one answer; a larger history asks for a smaller limit
+INT64 = 2**63 - 1                # database ids are 64-bit
 
 
 def request_topic(user: str, command: str) -> str:
@@ -129,7 +140,11 @@ class CapabilityIndices(_Event):
 
 
 class LimitsEvent(_Event):
-    """``spc/<id>/limits`` (retained): the current limits; all null while in the baseline."""
+    """``spc/<id>/limits`` (retained): the current limits; all null while in the baseline.
+
+    ``reason``, in the baseline only: why the last baseline gave no limits (they would not be
+    finite numbers) and where the new one starts; null otherwise.
+    """
 
     characteristic_id: int
     chart: str
@@ -141,6 +156,7 @@ class LimitsEvent(_Event):
     n: int
     dispersion: DispersionLimits | None = None
     capability: CapabilityIndices | None = None
+    reason: str | None = None
 
 
 class ErrorEvent(_Event):
@@ -152,15 +168,20 @@ class ErrorEvent(_Event):
     received_at: str
 
 
+ViolationId = Annotated[StrictInt, Field(ge=1, le=INT64)]
+Transaction = (Annotated[StrictStr, Field(max_length=MAX_TRANSACTION_CHARS)]
+               | Annotated[StrictInt, Field(ge=-INT64 - 1, le=INT64)])
+
+
 class AckRequest(BaseModel):
     """``spc/bridge/request/<user>/ack``: acknowledge one or several violations, with a reason."""
 
     model_config = ConfigDict(extra="forbid")
 
-    violation_id: int | None = None
-    violation_ids: list[int] | None = None
+    violation_id: ViolationId | None = None
+    violation_ids: list[ViolationId] | None = Field(None, max_length=MAX_ACK_IDS)
     reason: str
-    transaction: str | int | None = None
+    transaction: Transaction | None = None
 
 
 class HistoryRequest(BaseModel):
@@ -170,13 +191,14 @@ class HistoryRequest(BaseModel):
 
     characteristic_id: int
     limit: int = 100
-    transaction: str | int | None = None
+    transaction: Transaction | None = None
 
 
 class CommandResponse(_Event):
-    """``spc/bridge/response/<user>/<command>``: ``ok`` with data, or ``error`` with the reason."""
+    """``spc/bridge/response/<user>/<command>``: ``ok`` with data, ``error`` with the reason, or
+    ``busy`` (over the user's budget or the batch's share: not carried out, ask again later)."""
 
-    status: Literal["ok", "error"]
+    status: Literal["ok", "error", "busy"]
     data: dict[str, Any] = {}
     error: str | None = None
     transaction: str | int | None = None

@@ -4,15 +4,28 @@ Accepted payloads on a characteristic's topic: a bare number (``10.5``); ``{"val
 whole subgroup ``{"values": [74.03, 74.00, ...]}``; attribute counts ``{"count": 3, "n": 50}``
 (``n`` optional: the nominal size). Each object may carry ``"ts"`` (ISO 8601, kept exactly as sent)
 and ``"seq"`` or ``"id"`` (identifies the reading for de-duplication). Other keys are ignored.
+
+Every bound is checked here, before the engine or the database sees a value (README, "Bounds
+of a reading"): nesting depth before decoding, number literals within the range of floats, measurements
+within ±MAX_MAGNITUDE, counts and sample sizes within 32 bits, timestamps and identifiers within
+their columns and a timestamp's instant within the years MIN_YEAR..MAX_YEAR.
 """
 
 import json
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from bridge.jsondepth import deeper_than
+from bridge.spc import MAX_MAGNITUDE, MAX_SUBGROUP
+
 MAX_CLOCK_SKEW = timedelta(hours=1)  # a gauge timestamp further ahead than this is refused
+MAX_DEPTH = 32          # nested arrays and objects (a reading needs 2)
+MAX_DIGITS = 309        # of an integer literal: one more and it is beyond the largest float, 1.8e308
+MAX_TS_CHARS = 64       # a gauge's ts, kept as sent: the size of readings.ts and samples.ts
+MAX_SEQ_CHARS = 200     # seq/id: the size of readings.seq
+MAX_COUNT = 2**31 - 1   # count and n are 32-bit integers (readings.n)
+MIN_YEAR, MAX_YEAR = 1970, 9998  # of a timestamp in UTC (9999 leaves no room for arithmetic)
 
 
 class IngestError(ValueError):
@@ -30,55 +43,94 @@ class Reading:
     ts: str                           # the gauge's timestamp as sent, or the receipt time
     time: datetime                    # ts parsed, UTC
     seq: str | None
+    stamped: bool = False             # ts came from the gauge (not the receipt time)
 
 
 def _reject_constant(name: str) -> float:
     raise IngestError(f"{name} is not a number")
 
 
+def _integer(literal: str) -> int:
+    # Before int(): a huge literal is an OverflowError as a float and past 4,300 digits int()
+    # itself refuses it (a ValueError that would read as "not JSON").
+    digits = len(literal) - literal.startswith("-")
+    if digits > MAX_DIGITS:
+        raise IngestError(f"a number of {digits} digits is beyond the range of numbers (±1.8e308)")
+    return int(literal)
+
+
 # One decoder for every payload: json.loads with parse_constant builds a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_integer)
+
+
+def _check_number(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise IngestError(f"{what} must be a number, got {json.dumps(value)[:40]}")
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise IngestError(f"{what} must be a number, got {json.dumps(value)[:40]}")
-    if not math.isfinite(value):
-        raise IngestError(f"{what} must be finite")
+    _check_number(value, what)
+    if not abs(value) <= MAX_MAGNITUDE:  # an int is compared exactly, never converted
+        raise IngestError(f"{what} must be a finite number within ±{MAX_MAGNITUDE:g} "
+                          f"(check the gauge's units and scaling)")
     return float(value)
 
 
-def _whole(value: Any, what: str) -> int:
-    number = _number(value, what)
-    if number != int(number):
-        raise IngestError(f"{what} must be a whole number, got {number:g}")
-    return int(number)
+def _whole(value: Any, what: str, lowest: int) -> int:
+    _check_number(value, what)
+    if not lowest <= value <= MAX_COUNT:
+        raise IngestError(f"{what} must be a whole number in {lowest}..{MAX_COUNT}, "
+                          f"got {json.dumps(value)[:20]}")
+    if value != int(value):
+        raise IngestError(f"{what} must be a whole number, got {value:g}")
+    return int(value)
+
+
+def _storable(text: str) -> bool:
+    """True if every database can store ``text``: valid Unicode and no NUL (PostgreSQL refuses it)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate, from a \ud800 escape
+        return False
+    return True
 
 
 def _timestamp(value: Any, now: datetime) -> tuple[str, datetime]:
     if not isinstance(value, str):
         raise IngestError("ts must be an ISO 8601 string such as 2026-11-26T12:00:00Z")
+    if len(value) > MAX_TS_CHARS:
+        raise IngestError(f"ts is {len(value)} characters long; at most {MAX_TS_CHARS} are kept")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise IngestError(f"ts {value[:40]!r} is not an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
         raise IngestError(f"ts {value[:40]!r} has no time zone (add Z or +hh:mm)")
-    parsed = parsed.astimezone(timezone.utc)
-    if parsed > now + MAX_CLOCK_SKEW:
+    try:
+        utc = parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        utc = None
+    if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
+        raise IngestError(f"ts {value!r} is outside the years {MIN_YEAR}..{MAX_YEAR} (UTC)")
+    if utc > now + MAX_CLOCK_SKEW:
         raise IngestError(f"ts {value[:40]!r} is in the future (more than {MAX_CLOCK_SKEW} ahead)")
-    return value, parsed
+    return value, utc
 
 
 def _seq(body: dict[str, Any]) -> str | None:
     seq = body.get("seq", body.get("id"))
     if seq is None:
         return None
-    if isinstance(seq, bool) or not isinstance(seq, (str, int)) or str(seq) == "":
+    if isinstance(seq, bool) or not isinstance(seq, (str, int)) or seq == "":
         raise IngestError("seq/id must be a non-empty string or an integer")
-    if len(str(seq)) > 200:
-        raise IngestError("seq/id is longer than 200 characters")
-    return str(seq)
+    text = str(seq)
+    if len(text) > MAX_SEQ_CHARS:
+        raise IngestError(f"seq/id is longer than {MAX_SEQ_CHARS} characters")
+    if not _storable(text):
+        raise IngestError("seq/id holds a NUL or an unpaired surrogate character")
+    return text
 
 
 def _iso(moment: datetime) -> str:
@@ -91,11 +143,19 @@ def parse_reading(payload: bytes, now: datetime, max_payload: int = 65536) -> Re
         raise IngestError("empty payload")
     if len(payload) > max_payload:
         raise IngestError(f"payload of {len(payload)} bytes exceeds the limit of {max_payload}")
+    encoding = json.detect_encoding(payload)
     try:
-        body = _DECODER.decode(payload.decode(json.detect_encoding(payload), "surrogatepass"))
+        text = payload.decode(encoding, "surrogatepass")
+    except UnicodeDecodeError:
+        raise IngestError("payload is not JSON (nor a bare number)") from None
+    utf8 = payload if encoding == "utf-8" else text.encode("utf-8", "surrogatepass")
+    if deeper_than(utf8, MAX_DEPTH):
+        raise IngestError(f"payload nests arrays or objects more than {MAX_DEPTH} levels deep")
+    try:
+        body = _DECODER.decode(text)
     except IngestError:
         raise
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:
         raise IngestError("payload is not JSON (nor a bare number)") from None
     if not isinstance(body, dict):
         return Reading((_number(body, "a bare payload"),), True, None, None, _iso(now), now, None)
@@ -105,12 +165,15 @@ def parse_reading(payload: bytes, now: datetime, max_payload: int = 65536) -> Re
     if len(present) != 1:
         raise IngestError('an object needs exactly one of "value", "values" or "count"')
     if "value" in body:
-        return Reading((_number(body["value"], "value"),), True, None, None, ts, time, seq)
+        return Reading((_number(body["value"], "value"),), True, None, None, ts, time, seq, "ts" in body)
     if "values" in body:
         values = body["values"]
         if not isinstance(values, list) or not values:
             raise IngestError("values must be a non-empty list of numbers")
+        if len(values) > MAX_SUBGROUP:
+            raise IngestError(f"values holds {len(values)} measurements; a subgroup has at most "
+                              f"{MAX_SUBGROUP}")
         numbers = tuple(_number(v, f"values[{i}]") for i, v in enumerate(values))
-        return Reading(numbers, False, None, None, ts, time, seq)
-    n = _whole(body["n"], "n") if body.get("n") is not None else None
-    return Reading(None, False, _whole(body["count"], "count"), n, ts, time, seq)
+        return Reading(numbers, False, None, None, ts, time, seq, "ts" in body)
+    n = _whole(body["n"], "n", 1) if body.get("n") is not None else None
+    return Reading(None, False, _whole(body["count"], "count", 0), n, ts, time, seq, "ts" in body)

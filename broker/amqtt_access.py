@@ -11,13 +11,15 @@ closes the other ways in:
 - Authentication came after the CONNECT had already changed the broker: a client with a wrong password
   could delete another client's persistent session (clean session, broker.py:504-507), take over its
   connection (broker.py:561-575) or put its own user name on it (broker.py:517-526). Now the CONNECT is
-  authenticated before amqtt looks at any session.
+  authenticated before amqtt looks at any session, and the auth plugin (broker.amqtt_login) also refuses a
+  client id that is not the user's (broker.identity): no user can take over, resume or wipe another's session.
 - A last will went out without the PUBLISH check (broker.py:675-687): a gauge could forge a violation as
   its will. A will the client may not publish is now dropped, as Mosquitto does.
 - Messages queued for an offline persistent session, and those in flight when it went away, were sent when
   it came back without the RECEIVE check, although another user may have resumed it under the same client
   id. Now each is checked when it is sent (`ReadAclHandler` for those in flight), as Mosquitto does. Queued
-  messages also lose the RETAIN flag amqtt set on them (MQTT-3.3.1-9).
+  messages also lose the RETAIN flag amqtt set on them (MQTT-3.3.1-9). (With users, broker.identity now
+  keeps other users out of a session altogether; these checks stay as a second line.)
 """
 
 from __future__ import annotations
@@ -129,8 +131,11 @@ class AccessControlBroker(Broker):
         rewindable.rewind()
         if connect is not None:
             if not await self._authenticate_connect(connect, remote_address, remote_port):
-                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
-                await writer.close()
+                try:
+                    await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+                    await writer.close()
+                except ConnectionError:
+                    pass  # the client went first, having read the CONNACK or not
                 raise MQTTError(f"not authorized: user {connect.username!r} from {remote_address}:{remote_port}")
             _AUTHENTICATED.set(True)
         # amqtt only reads the CONNECT from here, so the rewound reader is not kept for the connection.
@@ -139,7 +144,8 @@ class AccessControlBroker(Broker):
     async def _authenticate_connect(self, connect: ConnectPacket, remote_address: str, remote_port: int) -> bool:
         """Ask the auth plugins about a CONNECT, with a session of its own that no other client shares."""
         candidate = Session()
-        candidate.client_id = connect.client_id
+        # "" for a client that sent none: amqtt has already put a random id of its own in the packet.
+        candidate.client_id = "" if connect.payload.client_id_is_random else connect.client_id
         candidate.username = connect.username
         candidate.password = connect.password
         candidate.remote_address = remote_address

@@ -30,6 +30,7 @@ from websockets.exceptions import InvalidMessage
 
 from broker.amqtt_access import AccessControlBroker, ReadAclHandler, RoleAclPlugin
 from broker.amqtt_fixes import AtLeastOnceBrokerHandler, KeepAliveBrokerHandler
+from broker.amqtt_login import PasswordLoginPlugin
 from broker.users import UserDirectory, UsersError
 
 __all__ = [
@@ -272,8 +273,11 @@ class EmbeddedBroker:
             return {_plugin_path(OpenAuthPlugin): {}}
         directory = UserDirectory(self.users)
         rights = {user.name: user.rights() for user in directory.load()}
+        if not directory.amqtt_passwords.exists():
+            raise UsersError(f"{directory.amqtt_passwords}: no such file: give the users passwords with "
+                             "`spc-bridge user add`")
         return {
-            "amqtt.plugins.authentication.FileAuthPlugin": {"password_file": str(directory.amqtt_passwords)},
+            _plugin_path(PasswordLoginPlugin): {"users": str(directory.path)},
             _plugin_path(RoleAclPlugin): {
                 "publish": {name: list(allowed.publish) for name, allowed in rights.items()},
                 "read": {name: list(allowed.read) for name, allowed in rights.items()},

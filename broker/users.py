@@ -2,7 +2,7 @@
 
 `users.toml` (names, roles, a gauge's topics; never a password) is the source of truth. With the password
 given to `user add` it yields Mosquitto's password_file (PBKDF2-SHA512 in mosquitto_passwd's `$7$` format)
-and acl_file, and amqtt's password file (argon2id, read by its FileAuthPlugin); the embedded broker computes
+and acl_file, and amqtt's password file (argon2id, read by broker.amqtt_login); the embedded broker computes
 its ACL from `users.toml` when it starts (broker.amqtt_access). Each file is replaced atomically.
 """
 
@@ -121,7 +121,7 @@ def mosquitto_hash(password: str) -> str:
 
 
 def amqtt_hash(password: str) -> str:
-    """`password` hashed for amqtt's FileAuthPlugin (argon2id, verified with pwdlib as amqtt does)."""
+    """`password` hashed for the embedded broker (argon2id, verified with pwdlib by broker.amqtt_login)."""
     return _ARGON2.hash(password)
 
 
@@ -232,7 +232,7 @@ class UserDirectory:
 
     def with_passwords(self) -> list[tuple[User, bool]]:
         """Each user and whether both brokers have a password for it (users of the shipped example have none)."""
-        mosquitto, amqtt = self._hashes(self.mosquitto_passwords), self._hashes(self.amqtt_passwords)
+        mosquitto, amqtt = self.password_hashes(self.mosquitto_passwords), self.password_hashes(self.amqtt_passwords)
         return [(user, user.name in mosquitto and user.name in amqtt) for user in self.load()]
 
     def add(self, user: User, password: str) -> bool:
@@ -245,7 +245,7 @@ class UserDirectory:
             users = self.load() if self.users_file.exists() else []
             replaced = any(other.name == user.name for other in users)
             users = [user if other.name == user.name else other for other in users] if replaced else [*users, user]
-            mosquitto, amqtt = self._hashes(self.mosquitto_passwords), self._hashes(self.amqtt_passwords)
+            mosquitto, amqtt = self.password_hashes(self.mosquitto_passwords), self.password_hashes(self.amqtt_passwords)
             mosquitto[user.name] = mosquitto_hash(password)
             amqtt[user.name] = amqtt_hash(password)
             self._write(users, mosquitto, amqtt)
@@ -258,7 +258,7 @@ class UserDirectory:
             if all(user.name != name for user in users):
                 raise UsersError(f"{self.users_file}: no user {name!r}")
             self._write([user for user in users if user.name != name],
-                        self._hashes(self.mosquitto_passwords), self._hashes(self.amqtt_passwords))
+                        self.password_hashes(self.mosquitto_passwords), self.password_hashes(self.amqtt_passwords))
 
     def _write(self, users: Sequence[User], mosquitto: dict[str, str], amqtt: dict[str, str]) -> None:
         # Rights first and passwords last: a crash in between leaves a user unable to log in, never one that
@@ -269,8 +269,8 @@ class UserDirectory:
         _replace(self.amqtt_passwords, _password_file("amqtt.passwd", users, amqtt), 0o640)
 
     @staticmethod
-    def _hashes(path: Path) -> dict[str, str]:
-        """`name: hash` of a password file, comments skipped; empty if there is no file."""
+    def password_hashes(path: Path) -> dict[str, str]:
+        """`name: hash` of a password file (e.g. `amqtt_passwords`), comments skipped; empty if there is none."""
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:

@@ -23,6 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from broker.embedded import BrokerThread, PortInUseError, TlsListeners
+from broker.mosquitto_plugin import PLUGIN_LINE
+from broker.mosquitto_plugin import build as build_plugin
 from broker.users import UserDirectory
 from tests.credentials import Certificates
 from tests.credentials import password as test_password
@@ -108,8 +110,8 @@ class _BrokerUrl:
 def mosquitto_config(conf: str, ports: tuple[int, int, int, int], persistence_dir: Path, users: Path,
                      certs: Certificates) -> str:
     """Rewrite the repo's mosquitto.conf: loopback-only listeners on `ports` (mqtt, ws, mqtts, wss), persistence
-    in `persistence_dir`, the password and ACL files of the users directory `users`, the server certificate of
-    `certs`."""
+    in `persistence_dir`, the password and ACL files of the users directory `users`, the client-id plugin built
+    from the repository, the server certificate of `certs`."""
     port, ws_port, tls_port, wss_port = ports
     directory = UserDirectory(users)
     rewrites = [
@@ -121,6 +123,7 @@ def mosquitto_config(conf: str, ports: tuple[int, int, int, int], persistence_di
         (r"^persistence_location .*$", f"persistence_location {persistence_dir}/", 1),
         (r"^password_file .*$", f"password_file {directory.mosquitto_passwords}", 1),
         (r"^acl_file .*$", f"acl_file {directory.mosquitto_acl}", 1),
+        (PLUGIN_LINE.pattern, f"plugin {build_plugin()}", 1),
         (r"^certfile .*$", f"certfile {certs.server_cert}", 2),
         (r"^keyfile .*$", f"keyfile {certs.server_key}", 2),
     ]
@@ -242,6 +245,8 @@ class ConnectionRefused(ConnectionError):
 class MqttProbe:
     """A paho-mqtt (MQTT 3.1.1) client on TCP or WebSockets, plain or TLS, logged in as test user `user` (None:
     anonymous) unless given another `password`, that records what it receives; every wait is bounded.
+    `source`: the local address it connects from (any of 127.0.0.0/8; the embedded broker throttles failed
+    logins per address).
 
     Raises ConnectionRefused if the broker refuses it, TimeoutError if it does not answer.
     """
@@ -256,6 +261,7 @@ class MqttProbe:
         password: str | None = None,
         client_id: str = "",
         clean_session: bool = True,
+        source: str = "",
         manual_ack: bool = False,
         will: tuple[str, bytes] | None = None,
         timeout: float = 5.0,
@@ -290,7 +296,7 @@ class MqttProbe:
         scheme: Scheme = ("wss" if tls else "ws") if transport == "websockets" else ("mqtts" if tls else "mqtt")
         port = port_of(broker, scheme)
         where = f"{broker.kind} on {scheme} port {port}"
-        self.client.connect(broker.host, port, keepalive=30)
+        self.client.connect(broker.host, port, keepalive=30, bind_address=source)
         self.client.loop_start()
         if not self._connack.wait(timeout):
             self.close()

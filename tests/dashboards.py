@@ -7,16 +7,22 @@ import asyncio
 import json
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from websockets.asyncio.client import ClientConnection, connect
 
-from bridge.contract import ACK_COMMAND, limits_topic, request_topic, response_topic, violation_topic
+from bridge.contract import (
+    ACK_COMMAND, limits_topic, request_topic, response_topic, sample_topic, violation_topic,
+)
 from tests.brokers import BrokerHandle, MqttProbe, free_port
+from tests.credentials import password
 from tests.processes import ChildProcess, bridge_process
 
 SHAFT, BORE = 1, 2
@@ -45,11 +51,12 @@ dispersion_rules = []
 WAIT = 15.0
 
 
-def start_bridge(broker: BrokerHandle, tmp_path: Path) -> ChildProcess:
-    """``spc-bridge run`` on SQLite with CONFIG, started, its retained limits already on the broker."""
+def start_bridge(broker: BrokerHandle, tmp_path: Path, db_url: str | None = None) -> ChildProcess:
+    """``spc-bridge run`` with CONFIG on ``db_url`` (default a SQLite file), started, its retained limits
+    already on the broker."""
     config = tmp_path / "chars.toml"
     config.write_text(CONFIG)
-    bridge = bridge_process(tmp_path, broker.url("bridge"), f"sqlite:///{tmp_path / 'spc.db'}", config)
+    bridge = bridge_process(tmp_path, broker.url("bridge"), db_url or f"sqlite:///{tmp_path / 'spc.db'}", config)
     bridge.start()
     try:
         with MqttProbe(broker, user="dashboard") as probe:
@@ -109,6 +116,83 @@ def acknowledge(broker: BrokerHandle, violation_id: int, reason: str, user: str 
             raise TimeoutError(f"no response to the acknowledgement of violation {violation_id}")
         response: dict[str, Any] = json.loads(responses[0].payload)
         return response
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, MiB (Linux /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+class PacedGauge:
+    """A gauge publishing ``{"value", "seq"}`` readings at a steady rate from a thread, and a dashboard
+    subscribed to their samples, to time each reading from its publication to its sample event."""
+
+    def __init__(self, broker: BrokerHandle, characteristic_id: int, topic: str, rate: float = 10.0) -> None:
+        self.topic = topic
+        self.interval = 1 / rate
+        self.sent: dict[str, float] = {}   # seq -> when published (monotonic)
+        self.seen: dict[str, float] = {}   # seq -> when its sample event arrived
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.watcher = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.watcher.username_pw_set("dashboard", password("dashboard"))
+        self.watcher.on_message = self._on_sample
+        subscribed = threading.Event()
+        self.watcher.on_subscribe = lambda *_: subscribed.set()
+        self.watcher.connect(broker.host, broker.port)
+        self.watcher.loop_start()
+        self.watcher.subscribe(sample_topic(characteristic_id), 1)
+        if not subscribed.wait(WAIT):
+            self.watcher.loop_stop()
+            raise TimeoutError("the gauge's watcher could not subscribe")
+        self.gauge = MqttProbe(broker, user="gauge")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _on_sample(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        seq = json.loads(message.payload).get("seq")
+        with self._lock:
+            self.seen.setdefault(seq, time.monotonic())
+
+    def _run(self) -> None:
+        k = 0
+        while not self._stop.wait(self.interval):
+            seq = f"paced-{k}"
+            with self._lock:
+                self.sent[seq] = time.monotonic()
+            self.gauge.publish(self.topic, json.dumps({"value": 10.0, "seq": seq}))
+            k += 1
+
+    def start(self) -> Self:
+        """Start publishing."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop publishing, wait (bounded) for every sample event, disconnect (again: nothing)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(WAIT)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline and set(self.sent) - set(self.seen):
+            time.sleep(0.05)
+        self.gauge.close()
+        self.watcher.disconnect()
+        self.watcher.loop_stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def latencies(self) -> list[float]:
+        """Seconds from publication to sample event of each reading sent (inf where none came)."""
+        with self._lock:
+            return [self.seen.get(seq, float("inf")) - at for seq, at in self.sent.items()]
 
 
 class EventWatcher:

@@ -82,9 +82,13 @@ class ChildProcess:
             self.proc = None
 
 
+# The brokers admit user "bridge" under "bridge" or "bridge:<anything>" only (broker.identity).
+BRIDGE_CLIENT_ID = "bridge:test"
+
+
 def bridge_process(tmp_path: Path, broker_url: str, db_url: str, config: Path,
-                   client_id: str = "spc-bridge-test", *extra: str) -> ChildProcess:
-    """``spc-bridge run`` against ``broker_url`` (not started yet)."""
-    return ChildProcess(["run", "--broker", broker_url, "--db", db_url, "--config", str(config),
-                         "--client-id", client_id, *extra],
-                        tmp_path / f"{client_id}.log", "MQTT Connected")
+                   client_id: str | None = BRIDGE_CLIENT_ID, *extra: str) -> ChildProcess:
+    """``spc-bridge run`` against ``broker_url`` (not started yet); `client_id` None: the bridge's default."""
+    options = ["--client-id", client_id] if client_id is not None else []
+    return ChildProcess(["run", "--broker", broker_url, "--db", db_url, "--config", str(config), *options, *extra],
+                        tmp_path / f"{client_id or 'default-id'}.log", "MQTT Connected")

@@ -90,7 +90,7 @@ class Gauges:
         self.done = threading.Event()
         self.published = 0
         self._rng = random.Random(seed)
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gauges-{seed}",
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gauge:stream-{seed}",
                                   clean_session=False)
         self.client.max_inflight_messages_set(100)
         self.client.username_pw_set("gauge", password("gauge"))
@@ -150,7 +150,7 @@ class Recorder:
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="scada-recorder",
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dashboard:recorder",
                                   clean_session=False)
         self.client.username_pw_set("dashboard", password("dashboard"))
         self.client.on_message = self._on_message

@@ -53,7 +53,7 @@ CASES = [
     ("empty", "t/imr", b"", "empty payload"),
     ("oversize", "t/imr", b"1" * 70_000, "exceeds the limit of 65536"),
     ("subgroup too long", "t/xbar", b'{"values": [1, 2, 3, 4, 5, 6]}', "exceeds subgroup_size 5"),
-    ("negative count", "t/p", b'{"count": -1, "n": 50}', "must be a whole number >= 0"),
+    ("negative count", "t/p", b'{"count": -1, "n": 50}', "must be a whole number in 0..2147483647"),
     ("count above n", "t/p", b'{"count": 51, "n": 50}', "exceeds the sample size n=50"),
     ("measurement on a p chart", "t/p", b"0.3", "takes counts"),
     ("unparseable timestamp", "t/imr", b'{"value": 1, "ts": "yesterday"}', "not an ISO 8601"),

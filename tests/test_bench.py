@@ -1,29 +1,42 @@
-"""`spc-bridge bench` keeps working: a small run on its own Mosquitto and on its own embedded broker.
-Not a timed test: it checks that every figure is there and positive, whatever this machine's speed."""
+"""`spc-bridge bench` keeps working: a small run on its own Mosquitto (with 1 % poison messages) and on
+its own embedded broker. Not a timed test: it checks that every figure is there and positive, whatever
+this machine's speed; the bench itself fails unless the database holds every good reading once and
+every poison message as one reject."""
 
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
+from bridge.bench.poison import KINDS
 from tests.processes import REPO
 
 POSITIVE = ("drain_rate", "relay_rate", "ratio", "live_rate", "relay_live_rate", "latency_p50_ms",
             "latency_p99_ms", "latency_max_ms", "peak_memory_bytes")
+POISON = ("poison_messages", "poison_drain_rate", "poison_drain_ratio", "poison_latency_p50_ms",
+          "poison_latency_p99_ms", "poison_latency_max_ms", "poison_latency_p50_ratio",
+          "poison_latency_p99_ratio")
+
+
+def _bench(*args: str) -> dict[str, Any]:
+    """The JSON of a successful ``spc-bridge bench --quick --json`` run; its progress on stderr."""
+    result = subprocess.run([sys.executable, "-m", "bridge", "bench", "--quick", "--json", *args],
+                            cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[bench" in result.stderr
+    figures: dict[str, Any] = json.loads(result.stdout)
+    return figures
 
 
 @pytest.mark.parametrize(("broker", "characteristics"), [("mosquitto", 1000), ("embedded", 100)])
 def test_bench_quick_json(broker: str, characteristics: int) -> None:
     """Every phase, briefly; the JSON has every figure, and the progress line went to stderr."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bridge", "bench", "--quick", "--json", "--broker", broker,
-         "--characteristics", str(characteristics), "--backlog", "500", "--duration", "1",
-         "--gauges", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout)
+    figures = _bench("--broker", broker, "--characteristics", str(characteristics), "--backlog", "500",
+                     "--duration", "1", "--gauges", "2")
     assert figures["broker"] == broker
+    assert not any(key.startswith("poison") for key in figures), figures
     for key in POSITIVE:
         assert figures[key] > 0, (key, figures)
     # 0 when even the lowest offered rate fell behind, which a slow machine may see in 1 s steps
@@ -32,4 +45,17 @@ def test_bench_quick_json(broker: str, characteristics: int) -> None:
     assert isinstance(figures["memory_per_characteristic_bytes"], int)
     if characteristics >= 1000:
         assert figures["memory_per_characteristic_bytes"] > 0, figures
-    assert "[bench" in result.stderr
+
+
+def test_bench_quick_poison() -> None:
+    """With 1 % poison the drain and the latency run again; every kind of the catalogue was sent
+    (20 in each drain: each gauge's rotation goes round) and the run passed its checks: every good
+    reading stored once, every poison message one reject."""
+    figures = _bench("--broker", "mosquitto", "--characteristics", "1000", "--backlog", "2000",
+                     "--duration", "1", "--gauges", "2", "--poison", "0.01")
+    for key in (*POSITIVE, *POISON):
+        assert figures[key] > 0, (key, figures)
+    assert figures["poison_fraction"] == 0.01
+    kinds = figures["poison_kinds"]
+    assert isinstance(kinds, dict) and set(kinds) == set(KINDS), figures
+    assert sum(kinds.values()) == figures["poison_messages"], figures

@@ -122,7 +122,7 @@ def test_bridge_connects_over_websockets_and_tls(broker: BrokerHandle, tmp_path:
     if client_certificate:
         options += ["--cert-file", str(broker.certs.client_cert), "--key-file", str(broker.certs.client_key)]
     bridge = bridge_process(tmp_path, broker.url("bridge", scheme), f"sqlite:///{tmp_path / 'spc.db'}",
-                            write_config(tmp_path), "spc-bridge-test", *options)
+                            write_config(tmp_path), "bridge:test", *options)
     with MqttProbe(broker, "tcp") as probe:
         probe.subscribe("spc/1/sample")
         bridge.start()
@@ -147,7 +147,7 @@ def test_bridge_presents_its_client_certificate_where_one_is_required(
         listener, f"{listener}cafile {certificates.ca}\nrequire_certificate true\n"))
     mosquitto.start()
     bridge = bridge_process(tmp_path, mosquitto.url("bridge", "mqtts"), f"sqlite:///{tmp_path / 'spc.db'}",
-                            write_config(tmp_path), "spc-bridge-test", "--ca-file", str(certificates.ca),
+                            write_config(tmp_path), "bridge:test", "--ca-file", str(certificates.ca),
                             "--cert-file", str(certificates.client_cert), "--key-file", str(certificates.client_key))
     try:
         bridge.start()

@@ -64,7 +64,7 @@ def test_persistent_session_receives_what_was_published_while_it_was_away(broker
     0 on a message sent because it matches an established subscription; amqtt set it, fixed in
     broker/amqtt_access.py)."""
     topic = unique_topic("queued")
-    client_id = f"persistent-{uuid.uuid4().hex[:8]}"
+    client_id = f"admin:persistent-{uuid.uuid4().hex[:8]}"
     with MqttProbe(broker, client_id=client_id, clean_session=False) as subscriber:
         subscriber.subscribe(topic, qos=1)
     with MqttProbe(broker) as publisher:
@@ -84,7 +84,7 @@ def test_unacknowledged_qos1_message_is_redelivered_after_reconnect(
     broker: BrokerHandle, unacknowledged_for: float
 ) -> None:
     topic = unique_topic("inflight")
-    client_id = f"inflight-{uuid.uuid4().hex[:8]}"
+    client_id = f"admin:inflight-{uuid.uuid4().hex[:8]}"
     with MqttProbe(broker, client_id=client_id, clean_session=False, manual_ack=True) as subscriber:
         subscriber.subscribe(topic, qos=1)
         with MqttProbe(broker) as publisher:
@@ -99,7 +99,7 @@ def test_unacknowledged_qos1_message_is_redelivered_after_reconnect(
 def test_message_queued_for_an_offline_session_is_redelivered_if_unacknowledged(broker: BrokerHandle) -> None:
     # Queued while the subscriber was away, delivered when it came back, and in flight when it left again.
     topic = unique_topic("queued-inflight")
-    client_id = f"queued-{uuid.uuid4().hex[:8]}"
+    client_id = f"admin:queued-{uuid.uuid4().hex[:8]}"
     with MqttProbe(broker, client_id=client_id, clean_session=False) as subscriber:
         subscriber.subscribe(topic, qos=1)
     with MqttProbe(broker) as publisher:
@@ -113,7 +113,7 @@ def test_message_queued_for_an_offline_session_is_redelivered_if_unacknowledged(
 
 def test_puback_arriving_after_6_s_loses_nothing_and_still_counts(broker: BrokerHandle) -> None:
     topic = unique_topic("late-ack")
-    client_id = f"late-ack-{uuid.uuid4().hex[:8]}"
+    client_id = f"admin:late-ack-{uuid.uuid4().hex[:8]}"
     with MqttProbe(broker, client_id=client_id, clean_session=False, manual_ack=True) as subscriber, \
             MqttProbe(broker) as publisher:
         subscriber.subscribe(topic, qos=1)
@@ -154,7 +154,7 @@ def test_client_back_before_the_broker_noticed_it_was_gone_gets_its_messages(bro
     # (a take-over). amqtt then marked the session offline once the old connection was closed, so live messages
     # were queued for a later connection instead of delivered; broker/embedded.py closes the old one first.
     topic = unique_topic("takeover")
-    client_id = f"takeover-{uuid.uuid4().hex[:8]}"
+    client_id = f"admin:takeover-{uuid.uuid4().hex[:8]}"
     with MqttProbe(broker, client_id=client_id, clean_session=False, manual_ack=True) as old:
         old.subscribe(topic, qos=1)
         with MqttProbe(broker) as publisher:
@@ -185,7 +185,7 @@ def test_retained_message_is_sent_for_a_new_subscription_only(broker: BrokerHand
     # MQTT-3.3.1-6: once per new subscription. amqtt also sent them on every connect, so a persistent session
     # got them again each time it came back, and a new subscriber could get them twice (broker/amqtt_access.py).
     topic = unique_topic("limits")
-    client_id = f"retained-{uuid.uuid4().hex[:8]}"
+    client_id = f"admin:retained-{uuid.uuid4().hex[:8]}"
     with MqttProbe(broker) as publisher:
         publisher.publish(topic, b"current", qos=1, retain=True)
     with MqttProbe(broker, client_id=client_id, clean_session=False) as subscriber:

@@ -202,6 +202,34 @@ def test_missing_file(tmp_path: Path) -> None:
         load_characteristics(tmp_path / "nope.toml")
 
 
+# --- ingest_roots ----------------------------------------------------------------------------
+
+def test_ingest_roots_are_read_from_the_top_of_the_file(tmp_path: Path) -> None:
+    configs = load_characteristics(write(tmp_path, 'ingest_roots = ["plant1/line1/#", "plant1/line2/+"]\n'
+                                                   + second()))
+    assert configs.ingest_roots == ("plant1/line1/#", "plant1/line2/+") and len(configs) == 2
+    assert load_characteristics(write(tmp_path, BORE)).ingest_roots == ()  # derived by the bridge
+
+
+@pytest.mark.parametrize("roots, words", [
+    ('"plant1/#"', "ingest_roots: write it as a list of topic filters"),
+    ('[1]', "ingest_roots: write it as a list of topic filters"),
+    ('["plant1/#/x"]', "'+' must be a whole level and '#' the whole last level"),
+    ('["#"]', "'#' would also catch the bridge's own spc/... events"),
+    ('["spc/#", "plant1/#"]', "'spc/#' would also catch the bridge's own spc/... events"),
+    ('["plant1/line1/#"]', "ingest_roots: 1 characteristic topic(s) under no root, e.g. 'plant1/line2/fill'"),
+    ('["plant1/#", "plant1/line2/#"]', "'plant1/line2/fill' ('plant1/#' and 'plant1/line2/#')"),
+    ('["plant1/#", "plant9/#"]', "'plant9/#' cover(s) no characteristic's topic"),
+])
+def test_bad_ingest_roots(tmp_path: Path, roots: str, words: str) -> None:
+    assert words in load_error(tmp_path, f"ingest_roots = {roots}\n{second()}")
+
+
+def test_ingest_roots_below_a_table_is_named(tmp_path: Path) -> None:
+    message = load_error(tmp_path, f'{BORE}ingest_roots = ["plant1/#"]\n')
+    assert "characteristic #1 (id 1, \"Bore\"): ingest_roots: put it at the top of the file" in message
+
+
 def test_config_is_frozen() -> None:
     (config, *_) = load_characteristics(EXAMPLE)
     with pytest.raises(ValueError):

@@ -16,9 +16,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.contract import sample_topic
 from tests.brokers import EmbeddedBrokerThread, MqttProbe
+from bridge.gateway.connections import MAX_SUBSCRIPTIONS
 from tests.dashboards import (
     BORE, BORE_TOPIC, SHAFT, SHAFT_TOPIC, EventWatcher, GatewayProcess, SeedClient, acknowledge,
-    gauge_readings, removals, start_bridge, wait_for_log,
+    gauge_readings, removals, rss_mib, start_bridge, wait_for_log,
 )
 from tests.processes import REPO, ChildProcess
 
@@ -140,6 +141,11 @@ def test_ping_pong(gateway: GatewayProcess) -> None:
     ({"type": "unsubscribe", "characteristic_ids": [0]}, "characteristic_ids.0: Input should be greater than 0"),
     ({"type": "subscribe", "characteristic_ids": [2**31]}, "characteristic_ids.0: Input should be less than"),
     ({"type": "subscribe", "characteristic_ids": list(range(1, 1002))}, "List should have at most 1000 items"),
+    pytest.param("[" * 30_000, "the message nests deeper than 8 levels", id="nested 30,000 deep"),
+    pytest.param('{"type": "ping", "x": ' + "[" * 9 + "]" * 9 + "}", "the message nests deeper than 8 levels",
+                 id="nested 10 deep"),
+    pytest.param('{"type": "ping", "x": "' + "a" * 70_000 + '"}', "the message is 70025 bytes; at most 65536",
+                 id="70 kB"),
 ])
 def test_bad_message_gets_an_error_and_the_connection_stays(gateway: GatewayProcess,
                                                              message: str | bytes | dict[str, Any], error: str) -> None:
@@ -155,6 +161,83 @@ def test_bad_message_gets_an_error_and_the_connection_stays(gateway: GatewayProc
         await client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_message_past_the_frame_limit_closes_the_connection(gateway: GatewayProcess) -> None:
+    """Past 1 MiB the gateway reads no further: the connection is closed with 1009 (message too big)."""
+
+    async def scenario() -> None:
+        client = await SeedClient.open(gateway.url())
+        await client.send('{"type": "ping", "x": "' + "a" * (2 * 2**20) + '"}')
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.next()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+    asyncio.run(scenario())
+    assert "Traceback" not in gateway.output()
+
+
+def ids(start: int, count: int = 1000) -> list[int]:
+    """``count`` characteristic ids from ``start`` on."""
+    return list(range(start, start + count))
+
+
+def test_subscriptions_per_client_are_bounded(embedded_broker: EmbeddedBrokerThread, bridge: ChildProcess,
+                                              gateway: GatewayProcess) -> None:
+    """1,000 characteristics a client; a subscribe past that is an error and changes nothing; after an
+    unsubscribe there is room again, and events keep flowing."""
+    assert MAX_SUBSCRIPTIONS == 1000
+
+    async def scenario() -> None:
+        client = await SeedClient.open(gateway.url())
+        assert (await client.request({"type": "subscribe", "characteristic_ids": ids(SHAFT)}, "subscribed")
+                )["characteristic_ids"] == ids(SHAFT)
+        refused = await client.request({"type": "subscribe", "characteristic_ids": [5000]}, "error")
+        assert "at most 1000 characteristics" in refused["message"]
+        await client.request({"type": "subscribe", "characteristic_ids": [SHAFT, BORE]}, "subscribed")  # had them
+        await client.request({"type": "unsubscribe", "characteristic_ids": [BORE]}, "unsubscribed")
+        await client.request({"type": "subscribe", "characteristic_ids": [5000]}, "subscribed")
+        await asyncio.to_thread(gauge_readings, embedded_broker, SHAFT_TOPIC, 10.0)
+        assert (await client.until("sample"))["payload"]["characteristic_id"] == SHAFT
+        await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_subscriptions_cost_bounded_memory_given_back_on_leaving(gateway: GatewayProcess) -> None:
+    """A client asking for 10**6 ids (1,000 messages of 1,000) gets 1,000 and an error for the rest: the
+    gateway's memory hardly grows. Rounds of 20 clients, each on 1,000 ids of its own, that unsubscribe or
+    leave: later rounds reuse what earlier ones gave back."""
+
+    async def greedy() -> None:
+        client = await SeedClient.open(gateway.url())
+        await client.request({"type": "subscribe", "characteristic_ids": ids(1)}, "subscribed")
+        for start in range(1001, 10**6, 1000):
+            reply = await client.request({"type": "subscribe", "characteristic_ids": ids(start)}, "error")
+            assert "at most 1000 characteristics" in reply["message"]
+        assert await client.request({"type": "ping"}, "pong")
+        await client.close()
+
+    async def round_of_clients(number: int) -> None:
+        clients = [await SeedClient.open(gateway.url()) for _ in range(20)]
+        for k, client in enumerate(clients):
+            await client.request({"type": "subscribe", "characteristic_ids": ids(1 + 1000 * (20 * number + k))},
+                                 "subscribed")
+        for k, client in enumerate(clients):
+            if k % 2:
+                await client.request({"type": "unsubscribe", "characteristic_ids": ids(1 + 1000 * (20 * number + k))},
+                                     "unsubscribed")
+            await client.close()
+
+    before = rss_mib(gateway.pid)
+    asyncio.run(greedy())
+    assert rss_mib(gateway.pid) - before < 20
+    asyncio.run(round_of_clients(0))
+    after_one = rss_mib(gateway.pid)
+    for number in range(1, 6):
+        asyncio.run(round_of_clients(number))
+    assert rss_mib(gateway.pid) - after_one < 10, (before, after_one, rss_mib(gateway.pid))
+    assert "Traceback" not in gateway.output()
 
 
 def test_heartbeat_timeout_drops_a_silent_client(embedded_broker: EmbeddedBrokerThread, tmp_path: Path) -> None:

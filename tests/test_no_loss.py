@@ -2,17 +2,23 @@
 of the bridge (on both brokers), a Mosquitto restart and a 10 s Mosquitto outage; and the bridge recovering
 when the embedded broker restarts without its sessions."""
 
+import json
+import os
 import random
+import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.brokers import BrokerHandle, MqttProbe
-from tests.processes import ChildProcess, bridge_process
-from tests.stream import Gauges, Recorder, assert_nothing_lost_or_doubled, wait_until, write_config
+from tests.brokers import BrokerHandle, MosquittoProcess, MqttProbe
+from tests.processes import BRIDGE_CLIENT_ID, ChildProcess, bridge_process
+from tests.stream import (
+    TOPICS, Gauges, Recorder, assert_nothing_lost_or_doubled, query, wait_until, write_config,
+)
 
 READINGS = 5000
 RATE = 700.0  # readings per second: the stream lasts about 7 s
@@ -84,6 +90,82 @@ def test_broker_away_for_ten_seconds(broker: BrokerHandle, tmp_path: Path) -> No
         # everything may have been delivered before the outage; the reconnect comes with the
         # bridge's backoff (up to 16 s after 10 s away)
         wait_until(lambda: "MQTT Connected(number=2" in bridge.output(), 60, "the reconnect")
+
+
+@DURABLE_BROKER
+def test_kill_broker_while_the_bridge_drains(broker: MosquittoProcess, tmp_path: Path) -> None:
+    """kill -9 Mosquitto while the bridge drains a backlog queued on its session: the broker restarts
+    from its last save and delivers again, as new messages, readings already stored. Readings with a
+    seq, an id or a ts are stored exactly once all the same; bare numbers at least once (README)."""
+    with streaming(broker, tmp_path, 10_000, 5000.0) as (bridge, gauges, recorder, db):
+        bridge.stop()
+        gauges.start()
+        gauges.wait(60)
+        time.sleep(6)  # past mosquitto.conf's autosave_interval: the backlog is on disk
+        bridge.start()
+        wait_until(lambda: query(db, "select count(*) from readings")[0][0] > 1000, 60, "the drain")
+        assert broker.pid is not None
+        os.kill(broker.pid, signal.SIGKILL)
+        broker.stop()
+        broker.start()
+        wait_until(lambda: query(db, "select count(*) from readings")[0][0] >= gauges.total, 120,
+                   "every reading stored")
+        time.sleep(2)  # what the broker delivers again after that must not add a row
+        for cid in TOPICS:
+            stored = Counter(json.loads(m)[0] for m, in query(
+                db, f"select measurements from readings where characteristic_id = {cid}"))
+            sent = Counter(json.loads(p)["value"] if cid <= 3 else float(p) for p in gauges.sent[cid])
+            if cid <= 3:
+                assert stored == sent, f"characteristic {cid}: stored {stored.total()} of {sent.total()} sent"
+            else:
+                assert not sent - stored, f"characteristic {cid}: readings lost"
+
+
+def test_retained_reading_is_stored_once(broker: BrokerHandle, tmp_path: Path) -> None:
+    """A gauge that publishes retained bare numbers: the broker replays the last one at every
+    subscription, so at every restart of the bridge; it is stored once all the same."""
+    db = f"sqlite:///{tmp_path / 'spc.db'}"
+    bridge = bridge_process(tmp_path, broker.url("bridge"), db, write_config(tmp_path))
+    bridge.start()
+    try:
+        with MqttProbe(broker, "tcp") as gauge:
+            gauge.publish("line/bare", "9.5", retain=True)
+            gauge.publish("line/bare", "10.5", retain=True)
+            wait_until(lambda: query(db, "select count(*) from readings")[0][0] == 2, 15, "two readings")
+            for _ in range(2):
+                bridge.stop()
+                bridge.start()
+                time.sleep(1)  # the replay arrives right after the subscription
+            gauge.publish("line/bare", "10.5")  # a new reading with the same value is stored
+            wait_until(lambda: query(db, "select count(*) from readings")[0][0] >= 3, 15, "the third")
+            time.sleep(0.5)
+            gauge.publish("line/bare", "", retain=True)  # clear the retained message
+        assert [json.loads(m)[0] for m, in query(db, "select measurements from readings order by id")] == [
+            9.5, 10.5, 10.5]
+    finally:
+        bridge.stop()
+
+
+def test_stale_subscription_of_a_resumed_session_is_dropped(broker: BrokerHandle, tmp_path: Path) -> None:
+    """The session the bridge resumes may still hold a subscription it no longer makes (0.1 subscribed
+    to each characteristic's topic, and ingest roots can change): it is dropped, so that no reading
+    arrives twice (amqtt delivers one copy per matching subscription)."""
+    db = f"sqlite:///{tmp_path / 'spc.db'}"
+    bridge = bridge_process(tmp_path, broker.url("bridge"), db, write_config(tmp_path))
+    bridge.start()
+    bridge.stop()
+    with MqttProbe(broker, user="bridge", client_id=BRIDGE_CLIENT_ID, clean_session=False) as earlier:
+        earlier.subscribe("line/bare")
+    bridge.start()
+    try:
+        time.sleep(1)  # the UNSUBSCRIBE goes before the subscriptions, answered at once
+        with MqttProbe(broker, "tcp") as gauge:
+            gauge.publish("line/bare", "10.0")
+        wait_until(lambda: query(db, "select count(*) from readings")[0][0] >= 1, 15, "the reading")
+        time.sleep(1)
+        assert query(db, "select count(*) from readings")[0][0] == 1
+    finally:
+        bridge.stop()
 
 
 @pytest.mark.parametrize("broker", ["embedded"], indirect=True)

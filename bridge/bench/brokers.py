@@ -8,6 +8,7 @@ from urllib.parse import quote
 from bridge.bench import mosquitto
 from bridge.bench.processes import Child, python
 from bridge.config import BrokerUrl, parse_broker_url
+from broker.identity import SEPARATOR
 from broker.users import User, UserDirectory
 
 HOST = "127.0.0.1"
@@ -30,6 +31,12 @@ def accepts(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def client_id(url: str, name: str) -> str:
+    """A client id that the user of ``url`` may connect with (broker.identity): ``user:name``."""
+    user = parse_broker_url(url).username
+    return f"{user}{SEPARATOR}{name}" if user else name
 
 
 class BenchBroker:

@@ -1,4 +1,5 @@
-"""Gauges: processes that publish readings ``{"value", "ts", "seq"}`` at a paced or full rate.
+"""Gauges: processes that publish readings ``{"value", "ts", "seq"}`` at a paced or full rate,
+with a share of poison messages (``poison.py``) in their place if asked.
 
 Each gauge process publishes on its share of the characteristics' topics (round robin), with
 ``seq`` unique across the whole run and ``ts`` the wall-clock time of publication, which the
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bridge.bench.brokers import client_id
+from bridge.bench.poison import KINDS, Mix, Mixer, Slot, parse_kinds
 from bridge.bench.processes import python
 from bridge.bench.workload import read_topics
 from bridge.config import parse_broker_url
@@ -36,7 +40,8 @@ START_TIMEOUT_S = 30.0
 @dataclass(frozen=True)
 class Load:
     """What a set of gauges publishes: ``count`` readings (0: until ``duration``) at ``rate``
-    readings per second in all (0: as fast as they can), from ``gauges`` processes."""
+    readings per second in all (0: as fast as they can), from ``gauges`` processes; ``poison``
+    replaces that share of them with poison messages."""
 
     gauges: int
     seq_base: int
@@ -44,17 +49,19 @@ class Load:
     rate: float = 0.0
     duration: float = 0.0
     qos: int = 1
+    poison: Mix | None = None
 
 
 @dataclass(frozen=True)
 class LoadResult:
-    """How many readings the gauges published, the highest seq, and when (wall clock) the first
-    and the last went."""
+    """How many good readings the gauges published, the highest seq, when (wall clock) the first
+    and the last message went, and the poison messages among them by kind."""
 
     published: int
     last_seq: int
     first: float
     last: float
+    poison: Counter[str]
 
     @property
     def rate(self) -> float:
@@ -62,8 +69,11 @@ class LoadResult:
         return self.published / max(self.last - self.first, 1e-9)
 
 
-def _payload(seq: int, rng: random.Random) -> str:
-    ts = datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _payload(seq: int, rng: random.Random, ts: str) -> str:
     return f'{{"value": {rng.gauss(10.0, 1.0):.4f}, "ts": "{ts}", "seq": {seq}}}'
 
 
@@ -116,9 +126,9 @@ class _Gauge:
 
 def publish_one(url: str, topic: str, seq: int) -> None:
     """Publish one reading at QoS 1 from the calling process and wait for its PUBACK."""
-    gauge = _Gauge(url, f"bench-probe-{seq}", 1, 1)
+    gauge = _Gauge(url, client_id(url, f"probe-{seq}"), 1, 1)
     try:
-        gauge.publish(topic, _payload(seq, random.Random(seq)))
+        gauge.publish(topic, _payload(seq, random.Random(seq), _now()))
         gauge.drain()
     finally:
         gauge.close()
@@ -127,8 +137,11 @@ def publish_one(url: str, topic: str, seq: int) -> None:
 def _run(args: argparse.Namespace) -> None:
     every = read_topics(Path(args.config))
     topics = every[args.index % len(every)::args.gauges]
-    gauge = _Gauge(args.broker, f"bench-gauge-{args.index}-{args.seq_base}", args.qos, args.window)
+    gauge = _Gauge(args.broker, client_id(args.broker, f"gauge-{args.index}-{args.seq_base}"), args.qos,
+                   args.window)
     rng = random.Random(args.seq_base + args.index)
+    mixer = Mixer(Mix(args.poison, parse_kinds(args.poison_kinds)), args.index)
+    last = ("", 0)  # the topic and seq of the last good reading
     print("ready", flush=True)
     sys.stdin.readline()
     start = time.monotonic()
@@ -141,12 +154,18 @@ def _run(args: argparse.Namespace) -> None:
             if k >= due:
                 time.sleep(min(PACE_S, (k + 1 - due) / args.rate))
                 continue
-        gauge.publish(topics[k % len(topics)], _payload(args.seq_base + args.index + k * args.gauges, rng))
+        topic, seq, ts = topics[k % len(topics)], args.seq_base + args.index + k * args.gauges, _now()
+        if mixer.due(k):
+            gauge.publish(*mixer.message(Slot(topic, seq, ts, *last)))
+        else:
+            gauge.publish(topic, _payload(seq, rng, ts))
+            last = (topic, seq)
         k += 1
-    last = time.time()
+    done = time.time()
     gauge.drain()
     last_seq = args.seq_base + args.index + (k - 1) * args.gauges
-    print(json.dumps({"published": k, "last_seq": last_seq, "first": first, "last": last}), flush=True)
+    print(json.dumps({"published": k - mixer.sent.total(), "last_seq": last_seq, "first": first,
+                      "last": done, "poison": mixer.sent}), flush=True)
     # The embedded broker (amqtt) acknowledges a reading before routing it, and forgets what it has
     # not routed yet when its publisher disconnects: stay until the benchmark has the events.
     sys.stdin.readline()
@@ -158,12 +177,15 @@ def run_load(url: str, config: Path, load: Load, window: int = 100) -> Iterator[
     """Start ``load.gauges`` gauge processes, let them publish together and yield what they
     published; they stay connected until the ``with`` block ends."""
     n = load.gauges
+    poison = load.poison or Mix(0.0)
     procs = [subprocess.Popen(python("bridge.bench.load", "--broker", url, "--config", str(config),
                                      "--index", str(i), "--gauges", str(n),
                                      "--seq-base", str(load.seq_base),
                                      "--count", str(load.count // n + (i < load.count % n)),
                                      "--rate", str(load.rate / n), "--duration", str(load.duration),
-                                     "--qos", str(load.qos), "--window", str(window)),
+                                     "--qos", str(load.qos), "--window", str(window),
+                                     "--poison", str(poison.fraction),
+                                     "--poison-kinds", ",".join(poison.kinds)),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for i in range(n)]
     try:
@@ -175,7 +197,8 @@ def run_load(url: str, config: Path, load: Load, window: int = 100) -> Iterator[
         limit = (load.duration or load.count / 1000) + ACK_TIMEOUT_S
         results = [json.loads(_line(proc, limit)) for proc in procs]
         yield LoadResult(sum(r["published"] for r in results), max(r["last_seq"] for r in results),
-                         min(r["first"] for r in results), max(r["last"] for r in results))
+                         min(r["first"] for r in results), max(r["last"] for r in results),
+                         sum((Counter(r["poison"]) for r in results), Counter()))
         _tell(procs)
         for proc in procs:
             proc.wait(10)
@@ -222,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=0.0)
     parser.add_argument("--qos", type=int, default=1)
     parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--poison", type=float, default=0.0)
+    parser.add_argument("--poison-kinds", default=",".join(KINDS))
     _run(parser.parse_args(argv))
     return 0
 

@@ -6,6 +6,8 @@ import re
 import shutil
 from pathlib import Path
 
+from broker.mosquitto_plugin import PLUGIN_LINE
+from broker.mosquitto_plugin import build as build_plugin
 from broker.users import UserDirectory
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "mosquitto.conf"
@@ -34,7 +36,8 @@ def _without_tls(conf: str) -> str:
 
 def config(conf: str, host: str, port: int, ws_port: int, workdir: Path, users: UserDirectory) -> str:
     """``conf`` with loopback listeners on the given ports, persistence in ``workdir``, the
-    password and ACL files of ``users`` and no TLS listener."""
+    password and ACL files of ``users``, the client-id plugin built from the repository and no TLS
+    listener."""
     conf = _without_tls(conf)
     rewrites = {
         r"^listener 1883$": f"listener {port} {host}",
@@ -43,6 +46,7 @@ def config(conf: str, host: str, port: int, ws_port: int, workdir: Path, users: 
         r"^persistence_location .*$": f"persistence_location {workdir}/",
         r"^password_file .*$": f"password_file {users.mosquitto_passwords}",
         r"^acl_file .*$": f"acl_file {users.mosquitto_acl}",
+        PLUGIN_LINE.pattern: f"plugin {build_plugin()}",
     }
     for pattern, replacement in rewrites.items():
         conf, count = re.subn(pattern, replacement, conf, flags=re.MULTILINE)

@@ -3,6 +3,8 @@
 import argparse
 from dataclasses import dataclass
 
+from bridge.bench.poison import KINDS, MAX_FRACTION, Mix, parse_kinds
+
 
 @dataclass(frozen=True)
 class Options:
@@ -15,6 +17,13 @@ class Options:
     duration: float = 10.0
     backlog: int = 100_000
     steps: int = 5
+    poison: float = 0.0
+    poison_kinds: tuple[str, ...] = KINDS
+
+    @property
+    def mix(self) -> Mix | None:
+        """The poison to mix into the bridge's second drain and latency phase; None: no poison."""
+        return Mix(self.poison, self.poison_kinds) if self.poison else None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Options":
@@ -23,10 +32,29 @@ class Options:
         return cls(broker=args.broker, qos=args.qos, gauges=args.gauges,
                    characteristics=args.characteristics or defaults.characteristics,
                    duration=args.duration or defaults.duration,
-                   backlog=args.backlog or defaults.backlog, steps=defaults.steps)
+                   backlog=args.backlog or defaults.backlog, steps=defaults.steps,
+                   poison=args.poison, poison_kinds=args.poison_kinds)
 
 
 QUICK = Options(characteristics=1000, duration=2.0, backlog=5_000, steps=2)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_FRACTION:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction from 0 to {MAX_FRACTION} "
+                                         f"(0.01 for 1 %)")
+    return value
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    try:
+        return parse_kinds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,5 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 10; --quick 2)")
     parser.add_argument("--backlog", type=int,
                         help="readings queued for the drain (default 100,000; --quick 5,000)")
+    parser.add_argument("--poison", type=_fraction, default=0.0, metavar="FRACTION",
+                        help="also drain the backlog and run the latency phase through the bridge "
+                             "with this share of poison messages in place of readings (0.01: 1 %%), "
+                             "check that each became one reject, and report both runs")
+    parser.add_argument("--poison-kinds", type=_kinds, default=KINDS, metavar="KIND,...",
+                        help=f"the poison kinds to rotate through (default all: {', '.join(KINDS)})")
     parser.add_argument("--quick", action="store_true", help="a run of under a minute")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")

@@ -1,13 +1,16 @@
 """The measurements, the same for the bridge and for the relay: drain a backlog, latency at a
-fixed rate, the sustained rate with several publishers, the highest rate it keeps up with."""
+fixed rate, the sustained rate with several publishers, the highest rate it keeps up with; the
+drain and the latency also with poison messages mixed in."""
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.bench.load import Load, LoadResult, publish_one, run_load
+from bridge.bench.poison import Mix
 from bridge.bench.progress import Progress
 from bridge.bench.subscriber import Arrival, Collector
 from bridge.bench.systems import System
@@ -28,7 +31,8 @@ class Stuck(RuntimeError):
 
 @dataclass
 class Run:
-    """What every phase shares: the broker, the characteristics file, the gauges and the subscriber."""
+    """What every phase shares: the broker, the characteristics file, the gauges and the subscriber;
+    and what they published: good readings, and poison messages by kind."""
 
     url: str
     config: Path
@@ -38,18 +42,20 @@ class Run:
     progress: Progress
     next_seq: int = 1
     published: int = 0
+    poisoned: Counter[str] = field(default_factory=Counter)
 
     @contextmanager
     def load(self, count: int = 0, rate: float = 0.0, duration: float = 0.0,
-             qos: int | None = None) -> Iterator[LoadResult]:
+             qos: int | None = None, poison: Mix | None = None) -> Iterator[LoadResult]:
         """Publish readings with fresh seqs, counting only their events, from gauges that stay
         connected until the ``with`` block ends."""
         base = self.next_seq
         self.collector.reset(base)
-        load = Load(self.gauges, base, count, rate, duration, self.qos if qos is None else qos)
+        load = Load(self.gauges, base, count, rate, duration, self.qos if qos is None else qos, poison)
         with run_load(self.url, self.config, load) as result:
             self.next_seq = max(base, result.last_seq + 1)  # gauges of a paced load differ in count
             self.published += result.published
+            self.poisoned += result.poison
             yield result
 
     def wait(self, count: int, what: str) -> list[Arrival]:
@@ -90,27 +96,33 @@ def warm_up(run: Run, system: System, characteristics: int) -> None:
 
 @dataclass(frozen=True)
 class Drain:
-    """A backlog consumed: ``count`` events from the first to the last arrival."""
+    """A backlog consumed: ``count`` messages (readings and poison), from the first to the last
+    reading's event."""
 
     count: int
     seconds: float
 
     @property
     def rate(self) -> float:
-        """Readings per second."""
+        """Messages per second (readings per second without poison)."""
         return (self.count - 1) / self.seconds
 
 
-def drain(run: Run, system: System, count: int) -> Drain:
-    """Queue ``count`` QoS 1 readings on the stopped system's persistent session, start it, and
+def _poisoned(poison: Mix | None) -> str:
+    return f" ({poison.fraction:.1%} poison)" if poison else ""
+
+
+def drain(run: Run, system: System, count: int, poison: Mix | None = None) -> Drain:
+    """Queue ``count`` QoS 1 messages on the stopped system's persistent session, start it, and
     time from its first event to its last (every reading committed and its event received)."""
-    run.progress.phase(f"{system.name}: queueing {count:,} QoS 1 readings while it is stopped")
+    run.progress.phase(f"{system.name}: queueing {count:,} QoS 1 readings{_poisoned(poison)} "
+                       f"while it is stopped")
     system.stop()
-    with run.load(count=count, qos=1) as result:
-        run.progress.phase(f"{system.name}: draining {count:,} readings")
+    with run.load(count=count, qos=1, poison=poison) as result:
+        run.progress.phase(f"{system.name}: draining {count:,} readings{_poisoned(poison)}")
         system.start()
         arrivals = run.wait(result.published, "drain")
-    return Drain(len(arrivals), arrivals[-1].at - arrivals[0].at)
+    return Drain(len(arrivals) + result.poison.total(), arrivals[-1].at - arrivals[0].at)
 
 
 @dataclass(frozen=True)
@@ -127,10 +139,12 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def latency(run: Run, system: System, rate: float, duration: float) -> Latency:
-    """Latencies of readings offered at ``rate`` per second for ``duration`` seconds."""
-    run.progress.phase(f"{system.name}: latency at {rate:,.0f} readings/s for {duration:.0f} s")
-    with run.load(rate=rate, duration=duration) as result:
+def latency(run: Run, system: System, rate: float, duration: float,
+            poison: Mix | None = None) -> Latency:
+    """Latencies of readings offered at ``rate`` messages per second for ``duration`` seconds."""
+    run.progress.phase(f"{system.name}: latency at {rate:,.0f} readings/s{_poisoned(poison)} "
+                       f"for {duration:.0f} s")
+    with run.load(rate=rate, duration=duration, poison=poison) as result:
         arrivals = run.wait(result.published, "latency")
     values = sorted(a.latency for a in arrivals if a.at - a.latency >= result.first + WARM_UP_S)
     values = values or sorted(a.latency for a in arrivals)

@@ -2,9 +2,11 @@
 
 import os
 import platform
+from collections import Counter
 from dataclasses import dataclass
 
 from bridge.bench.phases import OVERLOAD, Drain, Latency
+from bridge.bench.poison import Mix
 
 MIB = 1024 * 1024
 
@@ -30,6 +32,17 @@ class Memory:
 
 
 @dataclass(frozen=True)
+class Poisoned:
+    """The bridge's drain and latency with ``mix`` of poison messages in place of readings, and
+    the poison messages sent in all by kind (each became one reject, or the run failed)."""
+
+    mix: Mix
+    drain: Drain
+    latency: Latency
+    sent: Counter[str]
+
+
+@dataclass(frozen=True)
 class Report:
     """A whole run."""
 
@@ -43,6 +56,7 @@ class Report:
     bridge: Figures
     relay: Figures
     memory: Memory
+    poisoned: Poisoned | None = None
 
     @property
     def ratio(self) -> float:
@@ -75,7 +89,25 @@ class Report:
             "memory_per_characteristic_bytes": round(self.memory.per_characteristic),
             "memory_growth_bytes": self.memory.growth,
         }
-        return out
+        return out | self._poison_json()
+
+    def _poison_json(self) -> dict[str, object]:
+        """The poisoned run beside the clean one: its drain in messages/s (poison included), the
+        ratios poisoned / clean, the latencies of its good readings, the poison sent by kind."""
+        p, clean = self.poisoned, self.bridge
+        if p is None:
+            return {}
+        return {
+            "poison_fraction": p.mix.fraction, "poison_messages": p.sent.total(),
+            "poison_kinds": dict(sorted(p.sent.items())),
+            "poison_drain_rate": round(p.drain.rate),
+            "poison_drain_ratio": round(p.drain.rate / clean.drain.rate, 3),
+            "poison_latency_p50_ms": round(p.latency.p50 * 1000, 2),
+            "poison_latency_p99_ms": round(p.latency.p99 * 1000, 2),
+            "poison_latency_max_ms": round(p.latency.max * 1000, 2),
+            "poison_latency_p50_ratio": round(p.latency.p50 / clean.latency.p50, 3),
+            "poison_latency_p99_ratio": round(p.latency.p99 / clean.latency.p99, 3),
+        }
 
     def table(self) -> str:
         """The table printed by ``spc-bridge bench``."""
@@ -106,5 +138,13 @@ class Report:
         lines.append(f"bridge memory: peak {m.peak / MIB:,.1f} MiB; "
                      f"{m.per_characteristic:,.0f} bytes per characteristic; "
                      f"{m.growth / MIB:+,.1f} MiB over the {self.duration:.0f} s latency phase")
+        p = self.poisoned
+        if p is not None:
+            lines.append(
+                f"with {p.mix.fraction:.1%} poison ({p.sent.total():,} messages of {len(p.sent)} "
+                f"kinds, each stored as one reject): drain {p.drain.rate:,.0f} messages/s, "
+                f"{p.drain.rate / b.drain.rate:.2f}x the clean run; latency p50 / p99 "
+                f"{p.latency.p50 * 1000:,.1f} / {p.latency.p99 * 1000:,.1f} ms "
+                f"(clean {b.latency.p50 * 1000:,.1f} / {b.latency.p99 * 1000:,.1f})")
         lines.append(f"headline: the bridge drains {self.ratio:.2f}x as fast as a bare aiomqtt relay")
         return "\n".join(lines)

@@ -7,12 +7,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.bench import phases
-from bridge.bench.brokers import BenchBroker, open_broker
+from bridge.bench import phases, poison
+from bridge.bench.brokers import BenchBroker, client_id, open_broker
 from bridge.bench.options import Options
 from bridge.bench.phases import OVERLOAD, Run
+from bridge.bench.poison import Mix
 from bridge.bench.progress import Progress
-from bridge.bench.report import Figures, Memory, Report
+from bridge.bench.report import Figures, Memory, Poisoned, Report
 from bridge.bench.subscriber import Collector
 from bridge.bench.systems import BridgeSystem, RelaySystem, System
 from bridge.bench.workload import write_config
@@ -26,17 +27,20 @@ STEP_MAX_S = 10.0
 @dataclass(frozen=True)
 class _Measured:
     """A system's figures and its memory: after the warm-up, its growth over the latency phase,
-    and its peak."""
+    and its peak; and its figures with poison mixed in, if asked."""
 
     figures: Figures
     loaded: int
     growth: int
     peak: int
+    poisoned: Poisoned | None = None
 
 
 def _measure(run: Run, system: System, options: Options) -> _Measured:
-    """Start the system, run every phase, stop it."""
+    """Start the system, run every phase, stop it. The bridge, with poison asked for, drains and
+    runs the latency phase a second time with poison, after the clean ones."""
     run.progress.phase(f"{system.name}: starting with {options.characteristics:,} characteristics")
+    mix = options.mix if isinstance(system, BridgeSystem) else None
     system.start()
     try:
         phases.warm_up(run, system, options.characteristics)
@@ -46,6 +50,7 @@ def _measure(run: Run, system: System, options: Options) -> _Measured:
         before, _ = system.memory()
         latency = phases.latency(run, system, LATENCY_RATE, options.duration)
         after, _ = system.memory()
+        poisoned = _poisoned(run, system, options, mix) if mix is not None else None
         step = min(max(2.0, options.duration / 2), STEP_MAX_S)
         highest = phases.highest_rate(run, system, OVERLOAD * drain.rate, step, options.steps)
         live = phases.sustained(run, system, OVERLOAD * max(highest, MIN_RATE),
@@ -53,27 +58,42 @@ def _measure(run: Run, system: System, options: Options) -> _Measured:
         _, peak = system.memory()
         if isinstance(system, BridgeSystem):
             _check_stored_once(system, first_seq, run.published - published)
+            _check_rejects(system, run)
     finally:
         system.stop()
     system.discard_session()
-    return _Measured(Figures(drain, latency, live, highest), loaded, after - before, peak)
+    return _Measured(Figures(drain, latency, live, highest), loaded, after - before, peak, poisoned)
+
+
+def _poisoned(run: Run, system: System, options: Options, mix: Mix) -> Poisoned:
+    """The drain and the latency phase again, with ``mix`` of poison messages in the stream."""
+    drain = phases.drain(run, system, options.backlog, mix)
+    latency = phases.latency(run, system, LATENCY_RATE, options.duration, mix)
+    return Poisoned(mix, drain, latency, run.poisoned.copy())
 
 
 def _check_stored_once(bridge: BridgeSystem, first_seq: int, published: int) -> None:
-    """Every reading published since the warm-up is in the database, once."""
+    """Every good reading published since the warm-up is in the database, once."""
     rows, distinct = bridge.stored(first_seq)
     if rows != published or distinct != published:
         raise RuntimeError(f"the bridge stored {rows:,} rows ({distinct:,} distinct readings) of "
-                           f"the {published:,} readings published")
+                           f"the {published:,} good readings published")
+
+
+def _check_rejects(bridge: BridgeSystem, run: Run) -> None:
+    """Every poison message is one reject, and no good reading is."""
+    problem = poison.unmatched(run.poisoned, bridge.rejected_payloads())
+    if problem is not None:
+        raise RuntimeError(f"the bridge's rejects do not match the poison sent: {problem}")
 
 
 def _baseline_memory(workdir: Path, url: str, gauges: int, readings: int, progress: Progress) -> int:
     """RSS of a bridge with one characteristic after ``readings`` readings (as many as the
     warm-up of the measured bridge), to tell what the characteristics cost."""
     config = write_config(workdir / "one-characteristic.toml", 1)
-    bridge = BridgeSystem(workdir, url, config, "bench-baseline")
+    bridge = BridgeSystem(workdir, url, config, client_id(url, "baseline"))
     progress.phase("bridge with one characteristic: baseline memory")
-    collector = Collector(url, bridge.events, "bench-baseline-subscriber")
+    collector = Collector(url, bridge.events, client_id(url, "baseline-subscriber"))
     bridge.start()
     try:
         phases.warm_up(Run(url, config, gauges, 1, collector, progress), bridge, readings)
@@ -87,7 +107,7 @@ def _baseline_memory(workdir: Path, url: str, gauges: int, readings: int, progre
 
 def _with_collector(broker: BenchBroker, system: System, options: Options, config: Path,
                     progress: Progress) -> _Measured:
-    collector = Collector(broker.url, system.events, f"bench-{system.name}-subscriber")
+    collector = Collector(broker.url, system.events, client_id(broker.url, f"{system.name}-subscriber"))
     try:
         run = Run(broker.url, config, options.gauges, options.qos, collector, progress)
         return _measure(run, system, options)
@@ -103,9 +123,11 @@ def run_bench(options: Options, progress: Progress) -> Report:
         broker = open_broker(options.broker, workdir)
         try:
             config = write_config(workdir / "characteristics.toml", options.characteristics)
-            bridge = _with_collector(broker, BridgeSystem(workdir, broker.url, config, "bench-bridge"),
+            bridge = _with_collector(broker, BridgeSystem(workdir, broker.url, config,
+                                                          client_id(broker.url, "bridge")),
                                      options, config, progress)
-            relay = _with_collector(broker, RelaySystem(workdir, broker.url, config, "bench-relay"),
+            relay = _with_collector(broker, RelaySystem(workdir, broker.url, config,
+                                                        client_id(broker.url, "relay")),
                                     options, config, progress)
             baseline = _baseline_memory(workdir, broker.url, options.gauges, options.characteristics,
                                         progress)
@@ -115,7 +137,7 @@ def run_bench(options: Options, progress: Progress) -> Report:
     per_characteristic = (bridge.loaded - baseline) / max(1, options.characteristics - 1)
     return Report(broker.kind, options.qos, options.characteristics, options.gauges,
                   options.duration, options.backlog, LATENCY_RATE, bridge.figures, relay.figures,
-                  Memory(bridge.peak, per_characteristic, bridge.growth))
+                  Memory(bridge.peak, per_characteristic, bridge.growth), bridge.poisoned)
 
 
 def main(args: argparse.Namespace) -> int:

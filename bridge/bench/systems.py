@@ -86,6 +86,11 @@ class BridgeSystem(System):
                 (first_seq,)).fetchone()
             return int(rows), int(distinct)
 
+    def rejected_payloads(self) -> list[str]:
+        """The stored payload of every reject."""
+        with sqlite3.connect(self.db_path, timeout=30) as db:
+            return [str(payload) for payload, in db.execute("select payload from rejects")]
+
 
 class RelaySystem(System):
     """The bare aiomqtt relay (``relay.py``)."""

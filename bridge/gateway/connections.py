@@ -2,6 +2,8 @@
 
 Every client has its own queue of outgoing messages and a task that writes them, so a slow or dead client
 never holds up the others: a send that fails removes the client, and so does a queue that fills up.
+A client subscribes to at most MAX_SUBSCRIPTIONS characteristics, and what it leaves is given back: a
+Python dict never shrinks by deleting, so the table of subscribers is rebuilt once mostly empty.
 """
 
 import asyncio
@@ -14,6 +16,8 @@ from websockets.exceptions import ConnectionClosed
 
 log = logging.getLogger("spc-bridge.gateway")
 
+MAX_SUBSCRIPTIONS = 1000  # characteristics one client may subscribe to
+SHRINK_FROM = 1024  # a subscriber table that grew past this is rebuilt once it is a quarter full
 CLOSE_HEARTBEAT_TIMEOUT = 4408  # an application close code mirroring HTTP 408, as graphql-ws uses it
 CLOSE_GOING_AWAY = 1001
 
@@ -43,6 +47,7 @@ class ConnectionManager:
         self.max_pending = max_pending
         self._clients: set[Client] = set()
         self._subscribers: dict[int, set[Client]] = {}
+        self._largest = 0  # the most entries _subscribers has had since it was last rebuilt
         self._numbers = 0
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -63,12 +68,8 @@ class ConnectionManager:
         if client not in self._clients:
             return
         self._clients.discard(client)
-        for characteristic_id in client.subscriptions:
-            subscribers = self._subscribers.get(characteristic_id)
-            if subscribers is not None:
-                subscribers.discard(client)
-                if not subscribers:
-                    del self._subscribers[characteristic_id]
+        self.unsubscribe(client, list(client.subscriptions))
+        client.subscriptions = set()
         if client.writer is not None and client.writer is not asyncio.current_task():
             client.writer.cancel()
         log.info("%s removed: %s; %d connected", client, why, len(self._clients))
@@ -77,13 +78,18 @@ class ConnectionManager:
         """The client has sent something: it is alive."""
         client.last_seen = time.monotonic()
 
-    def subscribe(self, client: Client, characteristic_ids: list[int]) -> None:
-        """Send the client the events of these characteristics from now on."""
+    def subscribe(self, client: Client, characteristic_ids: list[int]) -> bool:
+        """Send the client the events of these characteristics from now on; False (and nothing
+        changed) if that would make more than MAX_SUBSCRIPTIONS."""
         if client not in self._clients:
-            return
+            return True
+        if len(client.subscriptions.union(characteristic_ids)) > MAX_SUBSCRIPTIONS:
+            return False
         for characteristic_id in characteristic_ids:
             client.subscriptions.add(characteristic_id)
             self._subscribers.setdefault(characteristic_id, set()).add(client)
+        self._largest = max(self._largest, len(self._subscribers))
+        return True
 
     def unsubscribe(self, client: Client, characteristic_ids: list[int]) -> None:
         """Stop sending the client the events of these characteristics."""
@@ -94,6 +100,9 @@ class ConnectionManager:
                 subscribers.discard(client)
                 if not subscribers:
                     del self._subscribers[characteristic_id]
+        if self._largest > SHRINK_FROM and len(self._subscribers) * 4 < self._largest:
+            self._subscribers = dict(self._subscribers)
+            self._largest = len(self._subscribers)
 
     def send(self, client: Client, text: str) -> None:
         """Queue a message for one client; a client whose queue is full is too slow and is dropped."""

@@ -11,8 +11,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.config import MAX_ID
+from bridge.jsondepth import deeper_than
 
 MAX_IDS = 1000  # characteristic ids in one subscribe or unsubscribe message
+MAX_MESSAGE = 65536  # bytes in one client message; a larger one is refused with an error
+MAX_DEPTH = 8  # nested arrays and objects in one client message (the protocol needs 2)
 
 CharacteristicId = Annotated[int, Field(strict=True, gt=0, le=MAX_ID)]
 EventType = Literal["sample", "violation", "ack_update"]
@@ -54,8 +57,13 @@ def parse_client_message(frame: str | bytes) -> ClientMessage:
     """One WebSocket frame from a client as a message; ProtocolError says what is wrong with it."""
     if isinstance(frame, bytes):
         raise ProtocolError("binary frames are not part of the protocol: send JSON as text")
+    data = frame.encode()
+    if len(data) > MAX_MESSAGE:
+        raise ProtocolError(f"the message is {len(data)} bytes; at most {MAX_MESSAGE} are accepted")
+    if deeper_than(data, MAX_DEPTH):
+        raise ProtocolError(f"the message nests deeper than {MAX_DEPTH} levels: not a message of this protocol")
     try:
-        body = json.loads(frame)
+        body = json.loads(data)
     except ValueError as error:
         raise ProtocolError(f"not JSON: {error}") from None
     if not isinstance(body, dict):

@@ -14,7 +14,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError
 from websockets.http11 import Request, Response
 
-from bridge.gateway.connections import Client, ConnectionManager
+from bridge.gateway.connections import MAX_SUBSCRIPTIONS, Client, ConnectionManager
 from bridge.gateway.feed import MqttFeed
 from bridge.gateway.protocol import (
     Ping, ProtocolError, Subscribe, error_message, ids_reply, parse_client_message, pong,
@@ -26,7 +26,9 @@ log = logging.getLogger("spc-bridge.gateway")
 _websockets_log = logging.getLogger("spc-bridge.gateway.websockets")
 _websockets_log.setLevel(logging.WARNING)
 
-MAX_MESSAGE = 65536     # bytes in one client message; a larger one closes the connection (1009)
+# A message up to this size is read and, above protocol.MAX_MESSAGE, answered with an error; a larger
+# one closes the connection (1009): the gateway never holds more of one client's message than this.
+MAX_FRAME = 1024 * 1024
 CLOSE_TIMEOUT = 2.0     # seconds to wait for a client's close frame
 STOP_TIMEOUT = 5.0
 STOP_POLL = 0.2
@@ -67,7 +69,7 @@ class Gateway:
             # ping_interval=None: the seed's own heartbeat (ping messages, stale cleanup) is the only one.
             self._server = await serve(
                 self._handle, host, port, process_request=self._check_request, ping_interval=None,
-                max_size=MAX_MESSAGE, close_timeout=CLOSE_TIMEOUT, logger=_websockets_log,
+                max_size=MAX_FRAME, close_timeout=CLOSE_TIMEOUT, logger=_websockets_log,
             )
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
@@ -136,7 +138,12 @@ class Gateway:
         if isinstance(message, Ping):
             self.manager.send(client, pong())
         elif isinstance(message, Subscribe):
-            self.manager.subscribe(client, message.characteristic_ids)
+            if not self.manager.subscribe(client, message.characteristic_ids):
+                log.info("%s: refused a subscription beyond %d characteristics", client, MAX_SUBSCRIPTIONS)
+                self.manager.send(client, error_message(
+                    f"a client may subscribe to at most {MAX_SUBSCRIPTIONS} characteristics: these "
+                    f"{len(message.characteristic_ids)} would make more; unsubscribe from some first"))
+                return
             self.manager.send(client, ids_reply("subscribed", message.characteristic_ids))
         else:
             self.manager.unsubscribe(client, message.characteristic_ids)

@@ -2,28 +2,56 @@
 
 A request arrives on ``spc/bridge/request/<user>/<command>``; the user is the one the broker's ACL
 let publish there (never a field of the payload). The answer goes to
-``spc/bridge/response/<user>/<command>`` only: ``{"status": "ok", "data": {...}}`` or
-``{"status": "error", "error": "..."}``, with the request's ``transaction`` echoed. A refused
-request changes nothing.
+``spc/bridge/response/<user>/<command>`` only: ``{"status": "ok", "data": {...}}``,
+``{"status": "error", "error": "..."}`` or ``{"status": "busy", "error": "..."}``, with the
+request's ``transaction`` echoed. A refused request changes nothing.
+
+What a client controls is bounded before it costs anything (the ``MAX_*`` of bridge.contract):
+payload size, nesting, command name, transaction, ids. A batch gives commands a bounded share
+(MAX_PER_BATCH, BATCH_SECONDS) and each user has a budget (bridge.service.budget); the rest are
+answered ``busy`` without touching the database (and past a second budget, not at all), so a
+flood of commands never holds up the readings committed with them. Each command runs in a savepoint: one that fails for any reason rolls back its own writes
+only and is answered with the reason.
 """
 
 import json
-from collections.abc import Callable, Mapping
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from bridge.contract import (
-    ACK_COMMAND, HISTORY_COMMAND, REQUEST_ROOT, AckRequest, CommandResponse, HistoryRequest,
-    ack_topic, response_topic,
+    ACK_COMMAND, HISTORY_COMMAND, INT64, MAX_ACK_IDS, MAX_COMMAND_CHARS, MAX_HISTORY,
+    MAX_REASON_CHARS, MAX_REQUEST_BYTES, MAX_REQUEST_DEPTH, MAX_RESPONSE_BYTES,
+    MAX_TRANSACTION_CHARS, REQUEST_ROOT, AckRequest, CommandResponse, HistoryRequest, ack_topic,
+    response_topic,
 )
+from bridge.jsondepth import deeper_than
 from bridge.service import events
+from bridge.service.budget import Budget
 from bridge.spc import Evaluator
 from bridge.store import queries
+from bridge.store.schema import outbox, violations
 
-MAX_HISTORY = 1000
-MAX_REASON = 1000
+log = logging.getLogger(__name__)
+# A batch's readings are committed after its commands: these bound what commands add to their latency
+# (a history of 1,000 samples takes some 35 ms on SQLite here).
+MAX_PER_BATCH = 50
+BATCH_SECONDS = 0.05
+FLOOD_LOG_S = 60.0  # at most one warning this often about requests left unanswered
+MAX_USER_CHARS = violations.c.ack_user.type.length
+RETAINED_IGNORED = ("retained command ignored: a request is carried out when it is sent, never "
+                    "replayed; publish requests without the retain flag")
+
+_TRANSACTION_RULE = (f"transaction: must be a string of at most {MAX_TRANSACTION_CHARS} characters "
+                     "or a 64-bit integer")
+
+Event = tuple[str, str, bool]  # (topic, payload, retain)
 
 
 class CommandError(ValueError):
@@ -33,8 +61,17 @@ class CommandError(ValueError):
 class Outcome(NamedTuple):
     """Events to publish (topic, payload, retain) and, if refused, the reason."""
 
-    events: list[tuple[str, str, bool]]
+    events: list[Event]
     error: str | None
+
+
+class Request(NamedTuple):
+    """One request of a batch: who sent which command, its payload and when it was received."""
+
+    user: str
+    command: str
+    payload: bytes
+    now: str
 
 
 def parse_request_topic(topic: str) -> tuple[str, str] | None:
@@ -46,36 +83,71 @@ def parse_request_topic(topic: str) -> tuple[str, str] | None:
     return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
 
 
+def clear_retained(topic: str) -> list[Event]:
+    """The event that deletes a retained request from the broker (an empty retained message), so
+    it is not replayed at the next start; none for a topic too long to be one."""
+    return [(topic, "", True)] if len(topic) <= outbox.c.topic.type.length else []
+
+
+def _screen(payload: bytes) -> None:
+    """The checks that come before the payload is parsed at all."""
+    if len(payload) > MAX_REQUEST_BYTES:
+        raise CommandError(f"the request is {len(payload)} bytes; at most {MAX_REQUEST_BYTES} are accepted")
+    if deeper_than(payload, MAX_REQUEST_DEPTH):
+        raise CommandError(f"the request nests deeper than {MAX_REQUEST_DEPTH} levels; "
+                           "send a flat JSON object")
+
+
+def _command(user: str, command: str) -> Callable[..., tuple[dict[str, Any], list[Event]]]:
+    """The function that carries out ``command``, if it exists and ``user`` may be recorded."""
+    run = _COMMANDS.get(command) if len(command) <= MAX_COMMAND_CHARS else None
+    if run is None:
+        shown = command if len(command) <= MAX_COMMAND_CHARS else f"{command[:MAX_COMMAND_CHARS]}..."
+        raise CommandError(f"unknown command {shown!r}: use one of {sorted(_COMMANDS)}")
+    if len(user) > MAX_USER_CHARS:
+        raise CommandError(f"the user name is longer than {MAX_USER_CHARS} characters")
+    return run
+
+
+def _transaction(payload: bytes) -> str | int | None:
+    """The request's transaction if it is within bounds (to answer even a bad request with it)."""
+    try:
+        body = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    value = body.get("transaction") if isinstance(body, dict) else None
+    if isinstance(value, str) and len(value) <= MAX_TRANSACTION_CHARS:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and -INT64 - 1 <= value <= INT64:
+        return value
+    return None
+
+
 def _request(model: type[AckRequest] | type[HistoryRequest], payload: bytes) -> Any:
     try:
         return model.model_validate_json(payload)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}"
-                             for e in error.errors(include_url=False))
-        raise CommandError(f"bad request: {problems}") from None
-
-
-def _transaction(payload: bytes) -> str | int | None:
-    """The request's transaction, if it can be read at all (to answer even a bad request)."""
-    try:
-        body = json.loads(payload)
-    except ValueError:
-        return None
-    value = body.get("transaction") if isinstance(body, dict) else None
-    return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+        problems = dict.fromkeys(
+            _TRANSACTION_RULE if e["loc"][:1] == ("transaction",)  # one line, not one per type of the union
+            else f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}"
+            for e in error.errors(include_url=False))
+        raise CommandError(f"bad request: {'; '.join(problems)}") from None
 
 
 def _acknowledge(conn: Connection, user: str, payload: bytes, now: str,
-                 evaluators: Mapping[int, Evaluator]) -> tuple[dict[str, Any], list[tuple[str, str, bool]]]:
+                 evaluators: Mapping[int, Evaluator]) -> tuple[dict[str, Any], list[Event]]:
     request = _request(AckRequest, payload)
-    ids = ([request.violation_id] if request.violation_id is not None else []) + (request.violation_ids or [])
+    ids = sorted({*([request.violation_id] if request.violation_id is not None else []),
+                  *(request.violation_ids or [])})
     if not ids:
         raise CommandError("give violation_id or violation_ids")
+    if len(ids) > MAX_ACK_IDS:
+        raise CommandError(f"{len(ids)} violations in one request; acknowledge at most {MAX_ACK_IDS} at a time")
     reason = request.reason.strip()
     if not reason:
         raise CommandError("a reason is required")
-    if len(reason) > MAX_REASON:
-        raise CommandError(f"the reason is longer than {MAX_REASON} characters")
+    if len(reason) > MAX_REASON_CHARS:
+        raise CommandError(f"the reason is longer than {MAX_REASON_CHARS} characters")
     found = queries.violations_by_id(conn, ids)
     unknown = sorted(set(ids) - set(found))
     if unknown:
@@ -83,13 +155,13 @@ def _acknowledge(conn: Connection, user: str, payload: bytes, now: str,
     done = sorted(i for i, row in found.items() if row.acknowledged)
     if done:
         raise CommandError(f"violation(s) {done} already acknowledged")
-    rows = queries.acknowledge(conn, sorted(set(ids)), user, reason, now)
+    rows = queries.acknowledge(conn, ids, user, reason, now)
     out = [(ack_topic(row.characteristic_id), events.ack_event(row._mapping), False) for row in rows]
     return {"violation_ids": [row.id for row in rows], "ack_user": user, "ack_time": now}, out
 
 
 def _history(conn: Connection, user: str, payload: bytes, now: str,
-             evaluators: Mapping[int, Evaluator]) -> tuple[dict[str, Any], list[tuple[str, str, bool]]]:
+             evaluators: Mapping[int, Evaluator]) -> tuple[dict[str, Any], list[Event]]:
     request = _request(HistoryRequest, payload)
     cid = request.characteristic_id
     evaluator = evaluators.get(cid)
@@ -113,23 +185,130 @@ def _history(conn: Connection, user: str, payload: bytes, now: str,
     }, []
 
 
-_COMMANDS: dict[str, Callable[..., tuple[dict[str, Any], list[tuple[str, str, bool]]]]] = {
+_COMMANDS: dict[str, Callable[..., tuple[dict[str, Any], list[Event]]]] = {
     ACK_COMMAND: _acknowledge,
     HISTORY_COMMAND: _history,
 }
 
 
+def _answer(user: str, command: str, response: CommandResponse) -> Event:
+    # cut to their bounds, so the topic fits the outbox even for a name that was refused for its length
+    return response_topic(user[:MAX_USER_CHARS], command[:MAX_COMMAND_CHARS]), response.model_dump_json(), False
+
+
+def _refused(user: str, command: str, transaction: str | int | None, reason: str) -> Outcome:
+    response = CommandResponse(status="error", error=reason, transaction=transaction)
+    return Outcome([_answer(user, command, response)], reason)
+
+
+@contextmanager
+def _savepoint(conn: Connection) -> Iterator[None]:
+    """A savepoint of the caller's transaction, so a failing command undoes only its own writes."""
+    dbapi = conn.connection.dbapi_connection
+    if conn.dialect.name == "sqlite" and dbapi is not None and not dbapi.in_transaction:
+        # pysqlite opens its transaction at the first write: a SAVEPOINT before it would be the
+        # outermost transaction, and releasing it would commit the command ahead of its batch.
+        conn.exec_driver_sql("BEGIN")
+    with conn.begin_nested():
+        yield
+
+
 def handle(conn: Connection, user: str, command: str, payload: bytes, now: str,
            evaluators: Mapping[int, Evaluator]) -> Outcome:
-    """Carry out one request inside the caller's transaction; its events and the response."""
+    """Carry out one request in a savepoint of the caller's transaction: its events and response.
+
+    Raises only when the database connection is lost (the batch is then retried); any other
+    failure is an error response.
+    """
+    if not payload:
+        return Outcome([], None)  # the deletion of a retained request (see RETAINED_IGNORED): no request
+    try:
+        _screen(payload)
+    except CommandError as error:
+        return _refused(user, command, None, str(error))
     transaction = _transaction(payload)
     try:
-        run = _COMMANDS.get(command)
-        if run is None:
-            raise CommandError(f"unknown command {command!r}: use one of {sorted(_COMMANDS)}")
-        data, out = run(conn, user, payload, now, evaluators)  # checks come before any write
-        response = CommandResponse(status="ok", data=data, transaction=transaction)
-        return Outcome(out + [(response_topic(user, command), response.model_dump_json(), False)], None)
+        run = _command(user, command)
+        with _savepoint(conn):
+            data, out = run(conn, user, payload, now, evaluators)
+            text = CommandResponse(status="ok", data=data, transaction=transaction).model_dump_json()
+            if len(text) > MAX_RESPONSE_BYTES:
+                raise CommandError(f"the answer would be {len(text)} bytes, more than {MAX_RESPONSE_BYTES}; "
+                                   "ask for a smaller limit")
+        return Outcome(out + [(response_topic(user, command), text, False)], None)
     except CommandError as error:
-        response = CommandResponse(status="error", error=str(error), transaction=transaction)
-        return Outcome([(response_topic(user, command), response.model_dump_json(), False)], str(error))
+        return _refused(user, command, transaction, str(error))
+    except DBAPIError as error:
+        if error.connection_invalidated:
+            raise
+        log.warning("%s of %s could not be carried out: %s", command, user, error.orig)
+        return _refused(user, command, transaction,
+                        f"the database refused this request ({type(error.orig).__name__}); nothing was changed")
+    except Exception as error:
+        log.exception("%s of %s failed", command, user)
+        return _refused(user, command, transaction,
+                        f"the bridge could not carry out this request ({type(error).__name__}); "
+                        "nothing was changed: tell the bridge's administrator")
+
+
+def busy(user: str, command: str, payload: bytes, reason: str) -> Outcome:
+    """The ``busy`` answer to a request that was not carried out (nothing is read or written)."""
+    if not payload:
+        return Outcome([], None)
+    try:
+        _screen(payload)
+        transaction = _transaction(payload)
+    except CommandError:
+        transaction = None
+    response = CommandResponse(status="busy", error=reason, transaction=transaction)
+    return Outcome([_answer(user, command, response)], None)
+
+
+class Desk:
+    """Carries out the requests of each batch within the per-user budget and the batch's share:
+    at most MAX_PER_BATCH commands and, once BATCH_SECONDS have gone on commands, no more.
+
+    Refusals are answered ``busy`` within a second budget of the same size per user; a user past
+    both (a flood) gets no answer to the rest, as answering a flood would flood the broker in turn.
+    """
+
+    def __init__(self, budget: Budget | None = None, answers: Budget | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.budget = budget or Budget()
+        self.answers = answers or Budget()
+        self._clock = clock
+        self.busy = 0        # requests answered busy since the start
+        self.unanswered = 0  # requests past both budgets, dropped
+        self._warned = -FLOOD_LOG_S
+
+    def run(self, conn: Connection, requests: Sequence[Request],
+            evaluators: Mapping[int, Evaluator]) -> list[Outcome]:
+        """The outcome of each request, in order."""
+        outcomes = []
+        carried = 0
+        started = self._clock()
+        for user, command, payload, now in requests:
+            if carried >= MAX_PER_BATCH or self._clock() - started >= BATCH_SECONDS:
+                reason = "the bridge is busy with other commands; ask again in a second"
+            elif not self.budget.take(user):
+                reason = (f"at most {self.budget.rate:g} commands a second (bursts of "
+                          f"{self.budget.burst}) per user; ask again in {self.budget.wait(user):.1f} s")
+            else:
+                carried += 1
+                outcomes.append(handle(conn, user, command, payload, now, evaluators))
+                continue
+            if self.answers.take(user):
+                self.busy += 1
+                outcomes.append(busy(user, command, payload, reason))
+            else:
+                self.unanswered += 1
+                outcomes.append(Outcome([], None))
+                self._warn(user)
+        return outcomes
+
+    def _warn(self, user: str) -> None:
+        now = self._clock()
+        if now - self._warned >= FLOOD_LOG_S:
+            self._warned = now
+            log.warning("%s sends far more commands than its budget: the excess goes unanswered "
+                        "(%d so far)", user, self.unanswered)

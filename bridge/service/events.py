@@ -60,7 +60,7 @@ def limits_event(characteristic_id: int, evaluator: Evaluator) -> str:
     """``spc/<id>/limits``: the current limits at the nominal n (nulls during the baseline).
 
     ``sigma`` is the 1-sigma zone width of the plotted statistic at the nominal n (above the
-    centre line where the limits are asymmetric).
+    centre line where the limits are asymmetric). ``reason`` says why a baseline gave no limits.
     """
     spec = evaluator.spec
     limits = evaluator.limits()
@@ -80,7 +80,7 @@ def limits_event(characteristic_id: int, evaluator: Evaluator) -> str:
     return LimitsEvent(
         characteristic_id=characteristic_id, chart=spec.type.primary, phase=evaluator.phase,  # type: ignore[arg-type]
         center=center, ucl=ucl, lcl=lcl, sigma=sigma, n=spec.subgroup_size,
-        dispersion=dispersion, capability=capability,
+        dispersion=dispersion, capability=capability, reason=evaluator.baseline_error,
     ).model_dump_json()
 
 

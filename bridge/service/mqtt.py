@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 65536
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
+RESUBSCRIBE_MIN_S = 1  # a refused subscription is asked for again after 1, 2, 4 ... 30 s
+RESUBSCRIBE_MAX_S = 30
+SUBSCRIBE_CHUNK = 100  # filters in one SUBSCRIBE
 ROUTE_GRACE_S = 0.2  # after ``offline`` is acknowledged, before disconnecting (see stop)
 SESSION_EXPIRY_S = 7 * 24 * 3600  # MQTT 5: keep the session (and queued readings) a week
 
@@ -54,6 +57,13 @@ class Connected(NamedTuple):
 class Disconnected(NamedTuple):
     """Control message in the inbox: the connection went down."""
 
+    reason: str
+
+
+class SubscriptionRefused(NamedTuple):
+    """Control message in the inbox: the broker refused ``topic_filter``; ``reason`` says what to do."""
+
+    topic_filter: str
     reason: str
 
 
@@ -126,10 +136,16 @@ class MqttLink:
         self.url = url
         self.inbox = inbox
         self.topics: list[str] = []
+        self.stale: list[str] = []
         self.connection = 0  # number of the current connection; 0 before the first
         self.connected = threading.Event()
         self._next_attempt = 0.0  # monotonic time of the next connection attempt
         self._backoff = 0.0  # the wait before the next attempt after a failure
+        self._requested: dict[int, list[str]] = {}  # SUBSCRIBE packet id -> its filters, until SUBACK
+        self._granted: set[str] = set()
+        self._refused: dict[str, tuple[float, float]] = {}  # filter -> (monotonic time to retry, wait)
+        self.refusals = 0  # subscriptions the broker refused, retries included
+        self.online = False  # ``online`` published on this connection: every subscription granted
         self._v5 = mqtt_version == "5"
         protocol = paho.MQTTv5 if self._v5 else paho.MQTTv311
         self.client = _Client(
@@ -153,10 +169,13 @@ class MqttLink:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = lambda _c, _u, mid, _rc, _p: on_confirmed(mid)
+        self.client.on_subscribe = self._on_subscribe
 
-    def start(self, topics: Sequence[str]) -> None:
-        """Set where to connect and what to subscribe to; :meth:`poll` connects."""
+    def start(self, topics: Sequence[str], stale: Sequence[str] = ()) -> None:
+        """Set where to connect, what to subscribe to and what a resumed session may still be
+        subscribed to that must go (it would deliver readings twice); :meth:`poll` connects."""
         self.topics = list(topics)
+        self.stale = list(stale)
         properties = None
         if self._v5:
             from paho.mqtt.packettypes import PacketTypes
@@ -177,6 +196,8 @@ class MqttLink:
         if sock is None:
             self._reconnect(timeout)
             return
+        if self._refused and self.connected.is_set():
+            self._resubscribe()
         rc = client.loop(timeout)
         # paho reads at most one packet per message it has in flight per call
         while rc == paho.MQTT_ERR_SUCCESS and self.inbox.qsize() < enough and _readable(sock):
@@ -206,14 +227,69 @@ class MqttLink:
         self.connection += 1
         self._backoff = 0.0
         _no_delay(client.socket())
-        client.publish(STATE_TOPIC, ONLINE, qos=EVENT_QOS, retain=True)
-        for start in range(0, len(self.topics), 100):
-            client.subscribe([(t, 1) for t in self.topics[start:start + 100]])
+        # ``online`` waits for every SUBACK: until then readings could be published to no subscription
+        self.online = False
+        self._requested.clear()
+        self._granted.clear()
+        self._refused.clear()
+        if flags.session_present:
+            for start in range(0, len(self.stale), SUBSCRIBE_CHUNK):
+                client.unsubscribe(self.stale[start:start + SUBSCRIBE_CHUNK])
+        for start in range(0, len(self.topics), SUBSCRIBE_CHUNK):
+            self._subscribe(self.topics[start:start + SUBSCRIBE_CHUNK])
         self.connected.set()
         if self.connection > 1 and not flags.session_present:
             log.warning("the broker kept no session for %s: readings published while the bridge "
                         "was away are lost (is the broker's persistence on?)", client._client_id)
         self.inbox.put(Connected(self.connection, bool(flags.session_present)))
+
+    def _subscribe(self, filters: list[str]) -> bool:
+        """Send one SUBSCRIBE (its SUBACK comes with a later poll); False when it could not be sent."""
+        rc, mid = self.client.subscribe([(f, EVENT_QOS) for f in filters])
+        if rc != paho.MQTT_ERR_SUCCESS or mid is None:
+            return False  # the connection is going down: the reconnect subscribes again
+        self._requested[mid] = filters
+        return True
+
+    def _resubscribe(self) -> None:
+        """Ask again for the refused filters whose wait is over."""
+        now = time.monotonic()
+        due = [f for f, (at, _) in self._refused.items() if at <= now]
+        if due and self._subscribe(due):
+            log.info("MQTT subscribing again to %s", ", ".join(due))
+            for topic_filter in due:  # until its SUBACK, neither refused nor granted
+                self._refused[topic_filter] = (float("inf"), self._refused[topic_filter][1])
+
+    def _on_subscribe(self, client: paho.Client, _u: Any, mid: int, codes: list[Any], _p: Any) -> None:
+        filters = self._requested.pop(mid, [])
+        for topic_filter, code in zip(filters, codes):
+            if code.is_failure:  # MQTT 3.1.1: 0x80; MQTT 5: any code >= 0x80
+                self._refuse(topic_filter, code)
+                continue
+            self._refused.pop(topic_filter, None)
+            self._granted.add(topic_filter)
+            if code.value < EVENT_QOS:
+                log.warning("the broker granted only QoS %d on %s: its messages are not acknowledged "
+                            "after commit and a crash can lose them", code.value, topic_filter)
+        if not self.online and self._granted.issuperset(self.topics):
+            self.online = True
+            client.publish(STATE_TOPIC, ONLINE, qos=EVENT_QOS, retain=True)
+            log.info("MQTT subscribed to %s: online", ", ".join(self.topics))
+
+    def _refuse(self, topic_filter: str, code: Any) -> None:
+        """Log, count and report a refused subscription, and schedule its retry."""
+        if not self._refused:
+            # a retained ``online`` (kept by a broker that restarted) must not stand while readings are lost
+            self.client.publish(STATE_TOPIC, OFFLINE, qos=EVENT_QOS, retain=True)
+        wait = self._refused.get(topic_filter, (0.0, 0.0))[1]
+        wait = min(RESUBSCRIBE_MAX_S, wait * 2 or RESUBSCRIBE_MIN_S)
+        self._refused[topic_filter] = (time.monotonic() + wait, wait)
+        self.refusals += 1
+        reason = (f"the broker refused the bridge's subscription to {topic_filter} (SUBACK 0x{code.value:02x} "
+                  f"{code.getName()}): no reading on it is received and the bridge stays not online; "
+                  f"let the bridge's user read it (broker ACL or limits); next try in {wait:g} s")
+        log.error("%s", reason)
+        self.inbox.put(SubscriptionRefused(topic_filter, reason))
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.connected.clear()

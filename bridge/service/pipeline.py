@@ -3,30 +3,38 @@
 One call of :meth:`Pipeline.process` handles a batch in a single transaction: readings, samples,
 violations, rejects, the characteristics' engine state and the events (outbox) are committed
 together, so after a crash the database never holds a sample without its events or state. Only
-after the commit are the messages acknowledged and the events published (by the caller).
+after the commit are the messages acknowledged and the events published (by the caller). A batch
+that fails to commit is split around the message at fault (bridge.service.isolation).
 """
 
 import hashlib
 import logging
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from pydantic_core import to_json
 from sqlalchemy.engine import Engine
 
 from bridge.assemble import Assembler, Sample
-from bridge.config import CharacteristicConfig
+from bridge.config import CharacteristicConfig, Characteristics
 from bridge.contract import ERRORS_TOPIC, REQUEST_FILTER, limits_topic, sample_topic, violation_topic
 from bridge.ingest import IngestError, Reading, parse_reading
-from bridge.service import commands, events
+from bridge.service import commands, events, subscriptions
+from bridge.service.idempotency import describe_key, reading_digest, reading_key
+from bridge.service.isolation import Processed, isolate
+from bridge.service.reject_limits import RejectLimiter
 from bridge.spc import ChartSpec
 from bridge.store import queries
 from bridge.store.schema import outbox, readings, rejects
 
 log = logging.getLogger(__name__)
 REJECT_PAYLOAD_CHARS = 4096
+REASON_CHARS = 1000
+TOPIC_CHARS = rejects.c.topic.type.length
 START_CHUNK = 500  # characteristics set up at a time
 
 
@@ -61,6 +69,7 @@ class Outgoing(NamedTuple):
 # messages; so a DUP whose id and content match one of the last REDELIVERY_WINDOW deliveries is
 # that delivery again.
 REDELIVERY_WINDOW = 30_000
+RETAINED_WINDOW = 1_000  # a retained message replays one of the topic's recent readings
 
 
 def _digest(message: Inbound) -> str:
@@ -103,12 +112,11 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _reject_row(message: Inbound, reason: str) -> dict[str, Any]:
-    """A row of the rejects table: the message's topic, the reason and the start of its payload."""
+def _reject_row(topic: str, reason: str, payload: bytes, received_at: datetime) -> dict[str, Any]:
+    """A row of the rejects table: the topic and reason, cut to their columns, and the payload's start."""
     return {
-        "topic": message.topic, "reason": reason, "received_at": message.received_at,
-        "payload": message.payload[:REJECT_PAYLOAD_CHARS * 4].decode("utf-8", "replace")
-        [:REJECT_PAYLOAD_CHARS],
+        "topic": topic[:TOPIC_CHARS], "reason": reason[:REASON_CHARS], "received_at": received_at,
+        "payload": payload[:REJECT_PAYLOAD_CHARS * 4].decode("utf-8", "replace")[:REJECT_PAYLOAD_CHARS],
     }
 
 
@@ -132,6 +140,10 @@ class _Batch:
         self.rejects: list[dict[str, Any]] = []
         self.deliveries: dict[int, dict[str, Any]] = {}  # by packet id
         self.requests: list[tuple[Inbound, str, str]] = []  # (message, user, command)
+        self.keys: dict[int, tuple[str | None, str]] = {}  # id(reading) -> (key, digest)
+        self.now = time.monotonic()
+        self.full: Counter[str] = Counter()  # rejects kept in full, by budget (RejectLimiter)
+        self.suppressed: Counter[str] = Counter()  # rejects only counted
         # events in publication order: (topic, retain, payload from the ids once they are known)
         self.events: list[tuple[str, bool, Callable[[_Ids], str]]] = []
 
@@ -145,23 +157,32 @@ class Pipeline:
         self.bridge = bridge
         self.max_payload = max_payload
         self._configs = list(configs)  # until start(): the pipeline keeps only what runs
+        self.ingest_roots = configs.ingest_roots if isinstance(configs, Characteristics) else ()
         self.by_topic: dict[str, Characteristic] = {}
         self.by_id: dict[int, Characteristic] = {}
         self.next_seq = 1
         self.delivered = 0  # counter of the latest delivery recorded
         self.rejected = 0
         self.duplicates = 0
+        self.commands = commands.Desk()
+        self.reject_limits = RejectLimiter()
+        self._stale: dict[int, Characteristic] = {}  # touched by a failed batch: reload before use
+        self.stale_filters: list[str] = []  # subscriptions a resumed session may hold: to unsubscribe
 
     @property
     def topics(self) -> list[str]:
-        """The topics to subscribe to: every ingest topic and the command requests."""
-        return [*self.by_topic, REQUEST_FILTER]
+        """The filters to subscribe to: the ingest roots (the file's, else derived from the
+        characteristics' topics) and the command requests."""
+        return [*(self.ingest_roots or subscriptions.derive_roots(self.by_topic)), REQUEST_FILTER]
 
     def start(self) -> list[Outgoing]:
-        """Load the characteristics and their saved state; return every unconfirmed event."""
+        """Load the characteristics and their saved state (the tables exist: queries.create_tables)
+        and find the stale subscriptions; return every unconfirmed event."""
         configs, self._configs = self._configs, []
         configs.reverse()
         with self.engine.begin() as conn:
+            # 0.1 subscribed to each characteristic's topic; later versions record their filters
+            earlier = queries.characteristic_topics(conn)
             saved = queries.load_states(conn)
             self.next_seq = queries.next_outbox_seq(conn, self.bridge)
             self.delivered = queries.last_delivery(conn, self.bridge)
@@ -183,6 +204,8 @@ class Pipeline:
                     self._limits(batch, ch)
                 del chunk
                 self._write_events(conn, batch, _Ids({}, [], []))
+            earlier |= queries.replace_subscriptions(conn, self.bridge, self.topics)
+            self.stale_filters = sorted(earlier - set(self.topics))
             return [Outgoing(*r) for r in queries.pending_outbox(conn, self.bridge, 0, 10**9)]
 
     def pending_after(self, seq: int, limit: int) -> list[Outgoing]:
@@ -196,36 +219,82 @@ class Pipeline:
             queries.delete_confirmed(conn, self.bridge, up_to)
 
     # ------------------------------------------------------------------ batch
-    def process(self, batch: Sequence[Inbound]) -> list[Outgoing]:
-        """Evaluate and commit one batch; return its events, to publish after the commit."""
+    def process(self, batch: Sequence[Inbound]) -> Processed[Inbound, Outgoing]:
+        """Evaluate and commit a batch, rejecting alone any message that cannot be processed; its
+        events (to publish after the commit), the messages to acknowledge and those to retry."""
+        return isolate(batch, self._process, self._quarantine,
+                       lambda error: queries.unavailable(self.engine, error))
+
+    def _process(self, batch: Sequence[Inbound]) -> list[Outgoing]:
+        """Evaluate and commit ``batch`` in one transaction; on failure nothing of it remains."""
         touched: dict[int, Characteristic] = {}
-        delivered, duplicates = self.delivered, self.duplicates
+        saved = self.delivered, self.duplicates, self.next_seq
         try:
             with self.engine.begin() as conn:
+                self._restore(conn)
                 work = _Batch()
+                self._summaries(work)
                 fresh = self._new_deliveries(conn, work, batch)
                 parsed = [p for p in (self._parse(work, m) for m in fresh) if p is not None]
-                known = queries.known_seqs(
-                    conn, [(ch.id, r.seq) for _, ch, r in parsed if r.seq is not None])
-                for message, ch, reading in parsed:
-                    if reading.seq is not None:
-                        key = (ch.id, reading.seq)
-                        if key in known:
-                            self.duplicates += 1  # stored before: a redelivery or a resend
-                            continue
-                        known.add(key)
+                for message, ch, reading in self._unseen(conn, work, parsed):
                     touched[ch.id] = ch
                     self._accept(work, message, ch, reading)
                 out = self._commit(conn, work, touched)
         except Exception:
-            self.delivered, self.duplicates = delivered, duplicates
-            self._reload(touched)
+            self.delivered, self.duplicates, self.next_seq = saved
+            self._stale.update(touched)
             raise
-        self.rejected += len(work.rejects)
+        self.rejected += len(work.rejects) + sum(work.suppressed.values())
+        self.reject_limits.commit(work.now, work.full, work.suppressed)
         return out
 
+    def _quarantine(self, message: Inbound, error: Exception) -> list[Outgoing]:
+        """Record a message that fails however it is tried as a reject, alone in its transaction."""
+        reason = f"internal error: {type(error).__name__}: {error}"[:REASON_CHARS]
+        log.warning("rejected a message on %s that cannot be processed: %s", message.topic[:200], reason)
+        saved = self.delivered, self.next_seq
+        try:
+            with self.engine.begin() as conn:
+                work = _Batch()
+                self._reject(work, message, reason)
+                self._new_deliveries(conn, work, [message])
+                queries.insert_rows(conn, rejects, work.rejects)
+                queries.record_deliveries(conn, list(work.deliveries.values()))
+                out = self._write_events(conn, work, _Ids({}, [], []))
+        except Exception:
+            self.delivered, self.next_seq = saved
+            raise
+        self.rejected += 1
+        self.reject_limits.commit(work.now, work.full, work.suppressed)
+        return out
+
+    def _restore(self, conn: Any) -> None:
+        """Put the characteristics a failed batch touched back to their stored state."""
+        if not self._stale:
+            return
+        saved = queries.load_states(conn, list(self._stale))
+        for cid, ch in self._stale.items():
+            state, pending = saved.get(cid, (None, None))
+            ch.assembler = Assembler(ch.spec, state, pending)
+            ch.published_limits = -1 if state is None else ch.assembler.evaluator.limits_version
+        self._stale.clear()
+
+    def _summaries(self, work: _Batch) -> None:
+        """Rejects of topics whose window of full rejects is over, counting what was not stored."""
+        for topic, suppressed in self.reject_limits.ended(work.now):
+            if suppressed:
+                reason = (f"{suppressed} more rejects on this topic were counted but not stored: only the"
+                          f" first {self.reject_limits.full_per_window} each {self.reject_limits.window_s:g} s are")
+                self._record_reject(work, topic, reason, b"", datetime.now(timezone.utc))
+
     def _new_deliveries(self, conn: Any, work: _Batch, batch: Sequence[Inbound]) -> list[Inbound]:
-        """The messages of ``batch`` that are not redeliveries of messages processed before."""
+        """The messages of ``batch`` that are not redeliveries of messages processed before: a DUP
+        whose packet id and content match one of the last REDELIVERY_WINDOW deliveries.
+
+        Content alone cannot tell: after a crash the broker also redelivers, with DUP, messages the
+        bridge never processed, whose content may equal a recent reading's. A broker that renumbers
+        redeliveries (RabbitMQ) is covered by the readings' keys (seq or ts), not here.
+        """
         redelivered = [m.delivery_id for m in batch if m.redelivered and m.delivery_id is not None]
         seen = queries.deliveries_of(conn, self.bridge, redelivered)
         fresh = []
@@ -245,14 +314,47 @@ class Pipeline:
             fresh.append(message)
         return fresh
 
+    def _unseen(self, conn: Any, work: _Batch, parsed: list[tuple[Inbound, Characteristic, Reading]]
+                ) -> list[tuple[Inbound, Characteristic, Reading]]:
+        """The readings not stored before: a stored key with the same digest is a resend (dropped
+        and counted), with another digest a conflict (rejected); a retained replay without a key is
+        a resend when one of its characteristic's last RETAINED_WINDOW readings says the same."""
+        keyed = [(ch.id, key) for _, ch, r in parsed if (key := reading_key(r)) is not None]
+        known = queries.known_keys(conn, keyed)
+        replayed = {ch.id for m, ch, r in parsed if m.retained and reading_key(r) is None}
+        recent = {cid: queries.recent_digests(conn, cid, RETAINED_WINDOW) for cid in replayed}
+        unseen = []
+        for message, ch, reading in parsed:
+            key, digest = reading_key(reading), reading_digest(reading)
+            if key is not None:
+                if (ch.id, key) in known:
+                    if known[(ch.id, key)] in (digest, None):  # None: stored by 0.1, which kept no digest
+                        self.duplicates += 1
+                    else:
+                        self._reject(work, message, f"{describe_key(key)} already stored with another value")
+                    continue
+                known[(ch.id, key)] = digest
+            elif message.retained:
+                if digest in recent[ch.id]:
+                    self.duplicates += 1
+                    continue
+                recent[ch.id].add(digest)
+            work.keys[id(reading)] = (key, digest)
+            unseen.append((message, ch, reading))
+        return unseen
+
     def _parse(self, work: _Batch, message: Inbound) -> tuple[Inbound, Characteristic, Reading] | None:
         request = commands.parse_request_topic(message.topic)
         if request is not None:
-            work.requests.append((message, *request))
+            if message.retained and message.payload:  # replayed by the broker: reject it and clear it
+                self._reject(work, message, commands.RETAINED_IGNORED)
+                work.events += [(t, r, _ready(p)) for t, p, r in commands.clear_retained(message.topic)]
+            else:
+                work.requests.append((message, *request))
             return None
         ch = self.by_topic.get(message.topic)
         if ch is None:
-            self._reject(work, message, "no characteristic is configured for this topic")
+            self._reject(work, message, f"no characteristic for topic {message.topic}")
             return None
         try:
             return message, ch, parse_reading(message.payload, message.received_at, self.max_payload)
@@ -261,9 +363,19 @@ class Pipeline:
             return None
 
     def _reject(self, work: _Batch, message: Inbound, reason: str) -> None:
-        work.rejects.append(_reject_row(message, reason))
-        payload = events.error_event(message.topic, reason, message.payload, _iso(message.received_at))
-        work.events.append((ERRORS_TOPIC, False, _ready(payload)))
+        self._record_reject(work, message.topic, reason, message.payload, message.received_at)
+
+    def _record_reject(self, work: _Batch, topic: str, reason: str, payload: bytes,
+                       received_at: datetime) -> None:
+        """Store and publish a reject, unless its topic has had its full rejects this minute."""
+        budget = self.reject_limits.key(topic)
+        if not self.reject_limits.admit(budget, work.now, work.full):
+            work.suppressed[budget] += 1
+            return
+        work.full[budget] += 1
+        work.rejects.append(_reject_row(topic, reason, payload, received_at))
+        event = events.error_event(topic, reason, payload, _iso(received_at))
+        work.events.append((ERRORS_TOPIC, False, _ready(event)))
 
     def _accept(self, work: _Batch, message: Inbound, ch: Characteristic, reading: Reading) -> None:
         cid = ch.id
@@ -272,8 +384,10 @@ class Pipeline:
         except IngestError as error:
             self._reject(work, message, str(error))
             return
+        key, digest = work.keys[id(reading)]
         work.readings.append({
             "characteristic_id": cid, "sample_idx": accepted.sample_idx, "seq": reading.seq,
+            "reading_key": key, "digest": digest,
             "ts": reading.ts, "received_at": message.received_at,
             "measurements": _json(reading.values) if reading.values is not None else None,
             "count": reading.count, "n": reading.n,
@@ -336,17 +450,19 @@ class Pipeline:
         return self._write_events(conn, work, _Ids(sample_ids, violation_ids, violation_rows))
 
     def _requests(self, conn: Any, work: _Batch) -> None:
-        """Carry out the batch's commands, after its data is written (acknowledgements need it)."""
+        """Carry out the batch's commands, after its data is written (acknowledgements need it);
+        those over their user's budget or the batch's share are answered busy (commands.Desk)."""
         if not work.requests:
             return
         evaluators = {cid: ch.assembler.evaluator for cid, ch in self.by_id.items()}
-        for message, user, command in work.requests:
-            outcome = commands.handle(conn, user, command, message.payload,
-                                      _iso(message.received_at), evaluators)
+        outcomes = self.commands.run(conn, [
+            commands.Request(user, command, message.payload, _iso(message.received_at))
+            for message, user, command in work.requests], evaluators)
+        for (message, _, _), outcome in zip(work.requests, outcomes):
             for topic, payload, retain in outcome.events:
                 work.events.append((topic, retain, _ready(payload)))
             if outcome.error is not None:
-                work.rejects.append(_reject_row(message, outcome.error))
+                self._reject(work, message, outcome.error)
 
     def _write_events(self, conn: Any, work: _Batch, ids: _Ids) -> list[Outgoing]:
         out = [Outgoing(self.next_seq + i, topic, build(ids), retain)
@@ -357,14 +473,19 @@ class Pipeline:
         self.next_seq += len(out)
         return out
 
-    def _reload(self, touched: dict[int, Characteristic]) -> None:
-        """After a failed commit, put the touched characteristics back to their stored state."""
-        if not touched:
-            return
-        with self.engine.connect() as conn:
-            saved = queries.load_states(conn)
-            self.next_seq = queries.next_outbox_seq(conn, self.bridge)
-        for cid, ch in touched.items():
-            state, pending = saved.get(cid, (None, None))
-            ch.assembler = Assembler(ch.spec, state, pending)
-            ch.published_limits = -1 if state is None else ch.assembler.evaluator.limits_version
+    def record_error(self, topic: str, reason: str) -> list[Outgoing]:
+        """Store and outbox an error of the bridge's own about ``topic`` (a refused subscription):
+        a reject without payload, alone in its transaction; return its event, to publish."""
+        saved = self.next_seq
+        work = _Batch()
+        self._record_reject(work, topic, reason, b"", datetime.now(timezone.utc))
+        try:
+            with self.engine.begin() as conn:
+                queries.insert_rows(conn, rejects, work.rejects)
+                out = self._write_events(conn, work, _Ids({}, [], []))
+        except Exception:
+            self.next_seq = saved
+            raise
+        self.rejected += len(work.rejects) + sum(work.suppressed.values())
+        self.reject_limits.commit(work.now, work.full, work.suppressed)
+        return out

@@ -2,8 +2,9 @@
 
 Order of a batch: evaluate and commit (pipeline), then PUBACK the readings, then hand the events
 to the publisher, so a reading is acknowledged only once stored and an event is sent only once
-the data it describes is committed. A failed commit is retried with backoff; the readings stay
-unacknowledged meanwhile.
+the data it describes is committed. A message that cannot be processed is rejected alone
+(bridge.service.isolation); while the database is unreachable the batch is retried with backoff,
+its readings unacknowledged meanwhile.
 """
 
 import gc
@@ -13,11 +14,13 @@ import time
 from queue import Empty, SimpleQueue
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from bridge.config import CharacteristicConfig, Settings
-from bridge.service.mqtt import Connected, Disconnected, MqttLink
+from bridge.service.mqtt import Connected, Disconnected, MqttLink, SubscriptionRefused
 from bridge.service.pipeline import Inbound, Pipeline
 from bridge.service.publisher import Publisher
-from bridge.store.queries import open_database
+from bridge.store.queries import create_tables, open_database
 
 log = logging.getLogger(__name__)
 FORGET_EVERY_S = 1.0
@@ -60,13 +63,15 @@ class Bridge:
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, then finish the work in hand and go offline."""
+        if not self._open_database(stop):
+            return
         self.publisher.add(self.pipeline.start())
         # The characteristics live as long as the process: out of the collector's sight, a full
         # collection no longer walks them (over 100 ms with 10,000 of them, a latency spike).
         # Collect first, or the start-up's garbage would be frozen with them.
         gc.collect()
         gc.freeze()
-        self.link.start(self.pipeline.topics)
+        self.link.start(self.pipeline.topics, self.pipeline.stale_filters)
         self.ready.set()
         retry: list[Inbound] = []
         backoff = 0.0
@@ -78,6 +83,11 @@ class Bridge:
             for item in items:
                 if isinstance(item, (Connected, Disconnected)):
                     log.info("MQTT %s", item)
+                elif isinstance(item, SubscriptionRefused):  # logged by the link; stored and published here
+                    try:
+                        self.publisher.add(self.pipeline.record_error(item.topic_filter, item.reason))
+                    except Exception:
+                        log.exception("could not record the refused subscription to %s", item.topic_filter)
             if messages:
                 retry = self._handle(messages)
                 if retry:
@@ -111,17 +121,30 @@ class Bridge:
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
             self.link.poll(min(left, IDLE_S), 10**9)
 
+    def _open_database(self, stop: threading.Event) -> bool:
+        """Create the tables, waiting with backoff while the database is unreachable; False if
+        stopped meanwhile."""
+        backoff = 0.0
+        while True:
+            try:
+                create_tables(self.pipeline.engine)
+                return True
+            except DBAPIError as error:
+                backoff = min(RETRY_MAX_S, backoff * 2 or 1.0)
+                log.warning("database %s unreachable (%s); next attempt in %g s",
+                            self.pipeline.engine.url.render_as_string(hide_password=True),
+                            str(error.orig).strip().splitlines()[0] if error.orig else error, backoff)
+            if stop.wait(backoff):
+                return False
+
     def _handle(self, messages: list[Inbound]) -> list[Inbound]:
-        """Process a batch; return it to retry when the commit failed."""
-        try:
-            events = self.pipeline.process(messages)
-        except Exception:
-            log.exception("could not commit a batch of %d messages; will retry", len(messages))
-            return messages
-        for message in messages:
+        """Process a batch: acknowledge what is committed or rejected, publish its events; return
+        the messages to retry (the database is unreachable)."""
+        done = self.pipeline.process(messages)
+        for message in done.handled:
             self.link.ack(message.token)
-        self.publisher.add(events)
-        return []
+        self.publisher.add(done.events)
+        return done.retry
 
     def _forget(self, up_to: int) -> None:
         try:

@@ -1,7 +1,8 @@
 """Chart types as a registry: each is its statistic, centre, sigma estimate and scaling with n.
 
 As in R's qcc, a chart is data plus a type, and a type is a few small functions found by name,
-so adding a chart type touches only ``CHART_TYPES``. Every chart has a per-unit centre and
+so adding a chart type touches only ``CHART_TYPES``. Charts with memory (CUSUM, EWMA) add a
+``memory`` (bridge/spc/memory.py) made from their ``options``. Every chart has a per-unit centre and
 sigma; the plotted statistic of a sample of size n has centre ``center * center_factor(n)`` and
 standard deviation ``sigma * sigma_factor(n)``.
 
@@ -15,9 +16,10 @@ subgroup of n being d2(n) sigma (or c4(n) sigma), which equals R-bar (s-bar) whe
 
 from dataclasses import dataclass
 from math import sqrt
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from bridge.spc.constants import c4, d2, d3
+from bridge.spc.memory import Cusum, Ewma, Memory
 
 
 class Point(NamedTuple):
@@ -52,7 +54,7 @@ def _estimate_sd(points: Sequence[Point]) -> float | None:
     if count < 2:
         return None
     mean = sum(p.total for p in points) / count
-    ss = sum(p.m2 + p.n * (p.value - mean) ** 2 for p in points)
+    ss = sum(p.m2 + p.n * (p.value - mean) * (p.value - mean) for p in points)
     return sqrt(ss / (count - 1)) / c4(count)
 
 
@@ -145,11 +147,26 @@ class ChartType:
     # attribute charts only: the plotted statistic of a count, and sigma from the centre
     statistic: Callable[[float, int], float] | None = None
     sigma_from_center: Callable[[float], float] | None = None
+    # charts with memory only: their option keys with defaults, and the memory they make
+    options: tuple[tuple[str, float | bool], ...] = ()
+    memory: Callable[..., Memory] | None = None
+    # charts of individuals or subgroups alike: the estimators allowed when subgroup_size > 1
+    subgroup_sigma_methods: tuple[str, ...] | None = None
 
     @property
     def attribute(self) -> bool:
         """True for charts of counts (p, np, c, u)."""
         return self.statistic is not None
+
+    def sigma_methods_for(self, n: int) -> tuple[str, ...]:
+        """The sigma estimators allowed at nominal subgroup size n; the first is the default."""
+        if n > 1 and self.subgroup_sigma_methods is not None:
+            return self.subgroup_sigma_methods
+        return self.sigma_methods
+
+    def make_memory(self, options: dict[str, Any]) -> Memory | None:
+        """The chart's memory for these option values (ValueError if one is out of range)."""
+        return self.memory(**options) if self.memory is not None else None
 
     def point_from_values(self, values: Sequence[float]) -> Point:
         """Statistics of a subgroup of measurements (the moving range is the evaluator's)."""
@@ -157,10 +174,12 @@ class ChartType:
         if n == 1:
             v = float(values[0])
             return Point(v, 1, v, 0.0, None)
-        total = sum(values)
+        # floats, and squares by multiplication: a huge value gives inf, never OverflowError
+        floats = [float(v) for v in values]
+        total = sum(floats)
         mean = total / n
-        m2 = sum((v - mean) ** 2 for v in values)
-        return Point(mean, n, total, m2, max(values) - min(values) if n >= 2 else None)
+        m2 = sum((v - mean) * (v - mean) for v in floats)
+        return Point(mean, n, total, m2, max(floats) - min(floats))
 
     def point_from_count(self, count: float, n: int) -> Point:
         """Statistics of an attribute sample: ``count`` defects or defectives among ``n``."""
@@ -178,5 +197,11 @@ CHART_TYPES: dict[str, ChartType] = {
         ChartType("np", "np", None, ("binomial",), _identity, sqrt, True, _count, _binomial_sigma),
         ChartType("c", "c", None, ("poisson",), _one, _one, True, _count, sqrt),
         ChartType("u", "u", None, ("poisson",), _one, _inv_sqrt, True, _ratio, sqrt),
+        ChartType("cusum", "cusum", None, ("mr", "sd"), _one, _inv_sqrt, False,
+                  options=(("k", 0.5), ("h", 5.0), ("reset_after_signal", False), ("fir", False)),
+                  memory=Cusum, subgroup_sigma_methods=("r", "s")),
+        ChartType("ewma", "ewma", None, ("mr", "sd"), _one, _inv_sqrt, False,
+                  options=(("lambda_", 0.2), ("L", 3.0)), memory=Ewma,
+                  subgroup_sigma_methods=("r", "s")),
     )
 }

@@ -1,8 +1,13 @@
-"""Control-chart constants d2, d3 and c4 for subgroup sizes 2 to 25."""
+"""Control-chart constants d2, d3 and c4 for subgroup sizes 2 to 25, and the engine's bounds."""
 
 from math import exp, lgamma, sqrt
 
 MAX_SUBGROUP = 25
+# The largest magnitude of a measurement or a fixed chart value the bridge takes: its square times
+# any realistic count of samples stays far inside the range of floats, so no sum of squares,
+# sigma or limit overflows. (The engine takes any finite value and refuses a baseline whose
+# limits overflow; the bridge refuses larger measurements at ingest.)
+MAX_MAGNITUDE = 1e100
 
 # E[R]/sigma as printed in the published tables (3 decimals). Published limits (qcc, NIST,
 # Montgomery) are computed with these rounded values, so exact integrals would miss them

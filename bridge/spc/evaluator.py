@@ -5,36 +5,41 @@ arrives, the limits are computed from them and every baseline sample is evaluate
 in order (so the result is what evaluating the whole series at once gives), then monitoring
 (phase II) goes on with those limits fixed until ``recalculate`` or ``start_baseline``. If the
 baseline cannot give a sigma yet (e.g. subgroups of one), it is extended until it can.
+A baseline whose limits are not finite numbers (measurements so large that their sums or squares
+overflow, e.g. 1e308 and -1e308) gives no limits: the chart stays in its baseline, starts a new one
+from the next sample and says why in ``baseline_error`` until a baseline gives usable limits.
+
+A chart with memory (CUSUM, EWMA: ``spec.memory``) runs no rule trackers: each point steps its
+carried state (the sums, or z) against the point's limits, and that state starts afresh whenever
+the limits are set (at the end of a baseline, whose samples are then stepped in order, as qcc
+does, or on ``recalculate``). It is part of the saved state, so a restart continues it exactly.
 
 The state is a small JSON-serialisable dict (``state()`` / ``Evaluator(spec, state)``): the
 baseline points (at most ``baseline`` of them), the parameters, the rule trackers' bit masks
-and running moments, so one evaluation costs the same whatever the length of the history.
+and running moments (and a memory chart's carried state), so one evaluation costs the same whatever the length of the history.
 """
 
 from dataclasses import dataclass
 from math import isfinite, sqrt
+from sys import float_info
 from typing import Any, Iterable, NamedTuple, Sequence
 
 from bridge.spc.capability import Capability, capability
 from bridge.spc.charts import DISPERSION, SIGMA_ESTIMATORS, Point, SampleError
+from bridge.spc.memory import SEVERITY
 from bridge.spc.rules import RuleTracker
 from bridge.spc.spec import ChartSpec
-from bridge.spc.zones import classify
+from bridge.spc.zones import Limits, classify
 
 BASELINE = "baseline"
 MONITORING = "monitoring"
 _STATE_VERSION = 1
 _NONE: frozenset[int] = frozenset()  # no sample excluded (an empty frozenset is not shared)
-
-
-class Limits(NamedTuple):
-    """Centre line, control limits and the 1-sigma distances of one chart at one n."""
-
-    center: float
-    ucl: float
-    lcl: float
-    sd_upper: float
-    sd_lower: float
+# The largest multiple of a per-unit sigma that any limit adds to its centre: 3 on the primary
+# chart at n = 1, d2(n) + 3 d3(n) < 7 on an R chart; limits stay finite if |centre| + this
+# many sigma is finite.
+_SIGMA_HEADROOM = 10.0
+_FLOAT_MAX = float_info.max
 
 
 class Params(NamedTuple):
@@ -58,7 +63,11 @@ class Violation(NamedTuple):
 
 @dataclass(slots=True)
 class Evaluation:
-    """The verdict on one sample (``zone`` and ``in_control`` are None during the baseline)."""
+    """The verdict on one sample (``zone`` and ``in_control`` are None during the baseline).
+
+    On a memory chart ``limits`` are the point's own (the EWMA's exact ones) and the carried
+    statistics are set: ``cusum_upper`` and ``cusum_lower``, or ``ewma``.
+    """
 
     index: int
     value: float
@@ -68,6 +77,9 @@ class Evaluation:
     in_control: bool | None
     limits: Limits | None
     violations: list[Violation]
+    cusum_upper: float | None = None
+    cusum_lower: float | None = None
+    ewma: float | None = None
 
 
 class _Moments:
@@ -94,6 +106,7 @@ class Evaluator:
         "spec", "_type", "_estimate", "_dispersion", "_primary", "_spread", "_nominal", "_cache",
         "count",
         "limits_version", "baseline_start", "baseline", "excluded", "params", "_last", "_moments",
+        "baseline_error", "_memory", "_carry",
     )
 
     def __init__(self, spec: ChartSpec, state: dict[str, Any] | None = None) -> None:
@@ -113,6 +126,9 @@ class Evaluator:
         self.params: Params | None = None
         self._last: float | None = None
         self._moments = _Moments()
+        self.baseline_error: str | None = None  # why the last baseline gave no limits
+        self._memory = spec.memory
+        self._carry: list[float] | None = None  # the memory chart's state while limits are set
         if state is not None:
             self._restore(state)
         elif not spec.needs_baseline:
@@ -129,8 +145,8 @@ class Evaluator:
         if len(values) > nominal:
             raise SampleError(f"subgroup of {len(values)} values exceeds subgroup_size {nominal}")
         for v in values:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not isfinite(v):
-                raise SampleError(f"measurement {v!r} is not a finite number")
+            if not _is_finite(v):
+                raise SampleError(f"measurement {v!r:.40} is not a finite number")
 
     def add_values(self, values: Sequence[float]) -> list[Evaluation]:
         """Add one subgroup of measurements (one value for an individuals chart)."""
@@ -147,20 +163,20 @@ class Evaluator:
         name = self._type.name
         if not self._type.attribute:
             raise SampleError(f"a {name} chart takes measurements, not counts")
-        if isinstance(count, bool) or not isinstance(count, (int, float)) or not isfinite(count):
-            raise SampleError(f"count {count!r} is not a finite number")
+        if not _is_finite(count):
+            raise SampleError(f"count {count!r:.40} is not a finite number")
         if count < 0 or count != int(count):
-            raise SampleError(f"count {count!r} must be a whole number >= 0")
+            raise SampleError(f"count {count!r:.40} must be a whole number >= 0")
         if name == "c":
             if n is not None and n != self.spec.subgroup_size:
                 raise SampleError("a c chart has a constant area of opportunity; use a u chart")
             return 1
         if n is None:
             n = self.spec.subgroup_size
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _FLOAT_MAX:
             raise SampleError(f"sample size n={n!r} must be a whole number >= 1")
         if name in ("p", "np") and count > n:
-            raise SampleError(f"count {count:g} exceeds the sample size n={n}")
+            raise SampleError(f"count {float(count):g} exceeds the sample size n={n}")
         return n
 
     def add_count(self, count: float, n: int | None = None) -> list[Evaluation]:
@@ -177,15 +193,17 @@ class Evaluator:
         if self.params is not None:
             return [self._evaluate(index, point)]
         self.baseline.append(point)
-        if len(self.baseline) < self.spec.baseline or not self._establish():
-            return [Evaluation(index, point.value, point.n, self._spread_of(point),
-                               None, None, None, [])]
-        return [self._evaluate(self.baseline_start + i, p) for i, p in enumerate(self.baseline)]
+        if len(self.baseline) >= self.spec.baseline and self._establish():
+            return [self._evaluate(self.baseline_start + i, p) for i, p in enumerate(self.baseline)]
+        return [Evaluation(index, point.value, point.n, self._spread_of(point),
+                           None, None, None, [])]
 
     def _spread_of(self, point: Point) -> float | None:
         return self._dispersion[0](point) if self._dispersion else None
 
     def _evaluate(self, index: int, point: Point) -> Evaluation:
+        if self._memory is not None:
+            return self._step_memory(index, point)
         limits, spread_limits = self._limits_at(point.n)
         x = point.value
         holding, fired = self._primary.step(x, *limits)
@@ -197,6 +215,18 @@ class Evaluator:
             violations += [self._violation(index, self._type.dispersion or "", r) for r in fired]
         return Evaluation(index, x, point.n, spread, classify(x, *limits), not holding,
                           limits, violations)
+
+    def _step_memory(self, index: int, point: Point) -> Evaluation:
+        memory, p, carry = self._memory, self.params, self._carry
+        assert memory is not None and p is not None and carry is not None
+        sd = p.sigma * self._type.sigma_factor(point.n)
+        step = memory.step(carry, point.value, p.center, sd)
+        chart = self._type.primary
+        violations = [Violation(index, rule, memory.rule_names[rule], SEVERITY, chart)
+                      for rule in step.fired]
+        return Evaluation(index, point.value, point.n, None, classify(step.plotted, *step.limits),
+                          not step.beyond, step.limits, violations,
+                          step.cusum_upper, step.cusum_lower, step.ewma)
 
     def _violation(self, index: int, chart: str, rule_id: int) -> Violation:
         rules = self.spec.rules if chart == self._type.primary else self.spec.dispersion_rules
@@ -226,6 +256,8 @@ class Evaluator:
         spec, kind, p = self.spec, self._type, self.params
         assert p is not None
         cf, sf = kind.center_factor(n), kind.sigma_factor(n)
+        if self._memory is not None:
+            return self._memory.limits(p.center, p.sigma * sf)
         nominal = n == spec.subgroup_size
         center = spec.center if nominal and spec.center is not None else p.center * cf
         sd_up, sd_lo = p.sigma_upper * sf, p.sigma_lower * sf
@@ -271,16 +303,40 @@ class Evaluator:
         if params is None:
             return False
         self.params = params
+        self.baseline_error = None
         self._nominal = self._cache = None
+        self._carry = self._start_memory()
         self._primary.reset()
         self._spread.reset()
         self.limits_version += 1
         return True
 
+    def _start_memory(self) -> list[float] | None:
+        """A memory chart's state before its first point under the current limits."""
+        if self._memory is None or self.params is None:
+            return None
+        sd = self.params.sigma * self._type.sigma_factor(self.spec.subgroup_size)
+        return self._memory.start(self.params.center, sd)
+
+    def _params_without(self, excluded: frozenset[int]) -> Params | None:
+        return self._params_from([p for i, p in enumerate(self.baseline, self.baseline_start)
+                                  if i not in excluded])
+
     def _establish(self) -> bool:
-        included = [p for i, p in enumerate(self.baseline, self.baseline_start)
-                    if i not in self.excluded]
-        return self._set_params(self._params_from(included))
+        """Set the limits from the baseline: False while it cannot give them, or when they are
+        not finite (then a new baseline starts and ``baseline_error`` says why)."""
+        params = self._params_without(self.excluded)
+        if params is None:
+            return False
+        if not _finite(params):
+            stop = self.baseline_start + len(self.baseline) - 1
+            peak = max((abs(p.value) for p in self.baseline), default=0.0)
+            self._new_baseline(
+                f"baseline samples {self.baseline_start}..{stop} give limits beyond the range of "
+                f"numbers (values up to {peak:.3g}): check the gauge's scaling; a new baseline "
+                f"starts at sample {self.count}")
+            return False
+        return self._set_params(params)
 
     # ------------------------------------------------------- operator actions
     def recalculate(self, exclude: Iterable[int] = ()) -> Params:
@@ -297,10 +353,13 @@ class Evaluator:
                 f"samples {outside} are not in the baseline "
                 f"({self.baseline_start}..{stop - 1})"
             )
-        previous, self.excluded = self.excluded, excluded
-        if not self._establish():
-            self.excluded = previous
+        params = self._params_without(excluded)
+        if params is None:
             raise ValueError("too few baseline samples left to estimate the limits")
+        if not _finite(params):
+            raise ValueError("the remaining baseline samples give limits beyond the range of numbers")
+        self.excluded = excluded
+        self._set_params(params)
         self._moments = _Moments()
         for i, p in enumerate(self.baseline, self.baseline_start):
             if i not in excluded and self._type.statistic is None:
@@ -312,11 +371,16 @@ class Evaluator:
         """Start a new phase I: the next ``baseline`` samples set new limits."""
         if not self.spec.needs_baseline:
             raise ValueError("the limits are fixed in the configuration; there is no baseline")
+        self._new_baseline(None)
+
+    def _new_baseline(self, error: str | None) -> None:
         self.params = None
+        self.baseline_error = error
         self.baseline = []
         self.excluded = _NONE
         self.baseline_start = self.count
         self._moments = _Moments()
+        self._carry = None
         self.limits_version += 1
 
     @property
@@ -348,6 +412,8 @@ class Evaluator:
             "primary": self._primary.state(),
             "spread": self._spread.state(),
             "moments": [m.count, m.mean, m.m2],
+            "baseline_error": self.baseline_error,
+            "memory": self._carry,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -360,9 +426,31 @@ class Evaluator:
         self.excluded = frozenset(state["excluded"])
         self._last = state["last"]
         self._moments = _Moments(*state["moments"])
+        self.baseline_error = state.get("baseline_error")  # absent in states of earlier versions
+        self._primary.restore(state["primary"])
+        self._spread.restore(state["spread"])
         if not self.spec.needs_baseline:
             self.params = self._params_from(())  # the configuration wins over a stored state
         elif state["params"] is not None:
-            self.params = Params(*state["params"])
-        self._primary.restore(state["primary"])
-        self._spread.restore(state["spread"])
+            params = Params(*state["params"])
+            if _finite(params):
+                self.params = params
+            else:  # saved by a version that took any baseline: its limits were null
+                self._new_baseline(
+                    f"the stored limits are not finite numbers: check the gauge's scaling; a new "
+                    f"baseline starts at sample {self.count}")
+        carry = state.get("memory")  # absent in states of earlier versions (no memory charts)
+        self._carry = self._start_memory() if carry is None or self.params is None else list(carry)
+
+
+def _is_finite(value: object) -> bool:
+    """True for an int or float within the range of floats (a huge int too, without converting it)."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and -_FLOAT_MAX <= value <= _FLOAT_MAX)
+
+
+def _finite(params: Params) -> bool:
+    """True if every parameter and every limit derived from them is a finite number."""
+    return (all(isfinite(v) for v in params) and isfinite(
+        abs(params.center)
+        + _SIGMA_HEADROOM * max(params.sigma_upper, params.sigma_lower, params.sigma)))

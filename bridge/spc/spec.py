@@ -4,10 +4,12 @@ from dataclasses import dataclass, field
 from math import isfinite
 
 from bridge.spc.charts import CHART_TYPES, ChartType
-from bridge.spc.constants import MAX_SUBGROUP
+from bridge.spc.constants import MAX_MAGNITUDE, MAX_SUBGROUP
+from bridge.spc.memory import Memory
 from bridge.spc.rules import PRESETS, RuleSpec
 
 DEFAULT_BASELINE = 25
+_OPTIONS = ("k", "h", "reset_after_signal", "fir", "lambda_", "L")  # of the charts with memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +20,11 @@ class ChartSpec:
     subgroup size; ``sigma`` is the process (per-unit) standard deviation, as qcc's std.dev.
     Any of them left out is estimated from the first ``baseline`` samples; when none is
     needed, the chart monitors from the first sample.
+
+    ``k``, ``h``, ``reset_after_signal``, ``fir`` (cusum) and ``lambda_``, ``L`` (ewma) are the
+    options of the charts with memory (bridge/spc/memory.py); left out, they take the chart's
+    defaults, and on other charts they are refused. The Nelson rules do not apply to those charts:
+    their ``rules`` and ``dispersion_rules`` become empty (other than the defaults, refused).
     """
 
     chart: str = "imr"
@@ -32,7 +39,14 @@ class ChartSpec:
     dispersion_rules: tuple[RuleSpec, ...] = PRESETS["rule1"]
     usl: float | None = None
     lsl: float | None = None
+    k: float | None = None
+    h: float | None = None
+    reset_after_signal: bool | None = None
+    fir: bool | None = None
+    lambda_: float | None = None
+    L: float | None = None
     type: ChartType = field(init=False, repr=False, compare=False)
+    memory: Memory | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -42,6 +56,7 @@ class ChartSpec:
                 f"unknown chart {self.chart!r}: choose one of {', '.join(CHART_TYPES)}"
             ) from None
         object.__setattr__(self, "type", kind)
+        object.__setattr__(self, "memory", self._memory(kind))
         n = self.subgroup_size
         if kind.name == "imr" and n != 1:
             raise ValueError("an imr chart has subgroup_size 1; use xbar_r or xbar_s for subgroups")
@@ -51,17 +66,20 @@ class ChartSpec:
             raise ValueError("subgroup_size (the nominal sample size) must be at least 1")
         if self.baseline < 2:
             raise ValueError("baseline must be at least 2 samples")
-        method = self.sigma_method or kind.sigma_methods[0]
-        if method not in kind.sigma_methods:
+        if self.memory is not None and not 1 <= n <= MAX_SUBGROUP:
+            raise ValueError(f"subgroup_size of a {kind.name} chart must be 1..{MAX_SUBGROUP}")
+        methods = kind.sigma_methods_for(n)
+        method = self.sigma_method or methods[0]
+        if method not in methods:
             raise ValueError(
-                f"sigma_method {method!r} does not apply to a {kind.name} chart: "
-                f"choose one of {kind.sigma_methods}"
+                f"sigma_method {method!r} does not apply to a {kind.name} chart "
+                f"of subgroup_size {n}: choose one of {methods}"
             )
         object.__setattr__(self, "sigma_method", method)
         for name in ("center", "ucl", "lcl", "sigma", "usl", "lsl"):
             value = getattr(self, name)
-            if value is not None and not isfinite(value):
-                raise ValueError(f"{name} must be a finite number")
+            if value is not None and not (isfinite(value) and abs(value) <= MAX_MAGNITUDE):
+                raise ValueError(f"{name} must be a finite number within ±{MAX_MAGNITUDE:g}")
         if self.sigma is not None and self.sigma <= 0:
             raise ValueError("sigma must be positive")
         c, u, lo = self.center, self.ucl, self.lcl
@@ -71,10 +89,40 @@ class ChartSpec:
             raise ValueError("fixed limits must satisfy lcl < center < ucl")
         if self.usl is not None and self.lsl is not None and self.usl <= self.lsl:
             raise ValueError("usl must be above lsl")
+        if kind.attribute and c is not None:
+            # p is a fraction and np a count of n; a negative centre has no (Poisson) sigma
+            top = {"p": 1.0, "np": float(n)}.get(kind.name, MAX_MAGNITUDE)
+            if not 0.0 <= c <= top:
+                raise ValueError(f"center of a {kind.name} chart must be in 0..{top:g}")
         if kind.attribute and (self.usl is not None or self.lsl is not None):
             raise ValueError("spec limits (usl/lsl) apply to measurement charts only")
         for rule in (*self.rules, *self.dispersion_rules):
             rule.validate()
+
+    def _memory(self, kind: ChartType) -> Memory | None:
+        """The chart's memory from the options given and its defaults; refuse foreign options."""
+        defaults = dict(kind.options)
+        given = [name for name in _OPTIONS if getattr(self, name) is not None]
+        foreign = [name for name in given if name not in defaults]
+        if foreign:
+            keys = ", ".join(name.rstrip("_") for name in foreign)
+            users = [t.name for t in CHART_TYPES.values() if foreign[0] in dict(t.options)]
+            raise ValueError(f"{keys} do not apply to a {kind.name} chart (only to {', '.join(users)})")
+        if kind.memory is None:
+            return None
+        values = {name: default if getattr(self, name) is None else getattr(self, name)
+                  for name, default in defaults.items()}
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        if self.ucl is not None or self.lcl is not None:
+            raise ValueError(f"fixed ucl/lcl do not apply to a {kind.name} chart: its limits come "
+                             f"from {'h' if kind.name == 'cusum' else 'L'} and sigma")
+        for name, default in (("rules", PRESETS["nelson"]), ("dispersion_rules", PRESETS["rule1"])):
+            if getattr(self, name) not in ((), default):
+                raise ValueError(f"the Nelson rules do not apply to a {kind.name} chart (its points "
+                                 f"are autocorrelated): leave out {name}")
+            object.__setattr__(self, name, ())
+        return kind.make_memory(values)
 
     @property
     def needs_baseline(self) -> bool:

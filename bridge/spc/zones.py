@@ -10,6 +10,19 @@ the control limits themselves, which for charts of non-negative statistics have 
 at 0 while the zone lines still come from sigma.
 """
 
+from typing import NamedTuple
+
+
+class Limits(NamedTuple):
+    """Centre line, control limits and the 1-sigma distances of one chart at one n."""
+
+    center: float
+    ucl: float
+    lcl: float
+    sd_upper: float
+    sd_lower: float
+
+
 BEYOND_UCL = "beyond_ucl"
 ZONE_A_UPPER = "zone_a_upper"
 ZONE_B_UPPER = "zone_b_upper"

@@ -5,18 +5,21 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.store.schema import (
-    characteristics, deliveries, engine_state, metadata, outbox, readings, samples, violations,
+    characteristics, deliveries, engine_state, metadata, outbox, readings, samples, subscriptions,
+    violations,
 )
 
 
 def open_database(url: str) -> Engine:
-    """An engine for ``url`` (SQLite file or PostgreSQL) with the tables created.
+    """An engine for ``url`` (SQLite file or PostgreSQL); it connects when first used.
 
     ``postgresql://`` means the psycopg 3 driver. SQLite runs in WAL mode with synchronous=FULL,
     so a commit is on disk when it returns (durable, unlike WAL's default NORMAL).
@@ -32,8 +35,45 @@ def open_database(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.close()
-    metadata.create_all(engine)
     return engine
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the missing tables, and bring the tables of an older spc-bridge up to date: the
+    columns it lacked are added (all nullable) with the indexes on them."""
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            missing = [c for c in table.columns if c.name not in present]
+            for column in missing:
+                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                                     f"{column.type.compile(conn.dialect)}"))
+            if table is readings and readings.c.reading_key in missing:
+                # 0.1 identified readings by seq alone; its readings keep that identity, with no digest
+                conn.execute(sa.update(readings).where(readings.c.seq.is_not(None))
+                             .values(reading_key=sa.literal("seq:") + readings.c.seq))
+            for index in table.indexes:
+                if any(c in missing for c in index.columns):
+                    index.create(conn)
+
+
+def unavailable(engine: Engine, error: Exception) -> bool:
+    """Whether ``error`` means the database cannot be used for now, rather than that it refuses
+    the data: a lost connection, a lock or deadlock to wait out, or no answer to a trivial query."""
+    if isinstance(error, DBAPIError) and (error.connection_invalidated or isinstance(
+            error.orig, (psycopg.errors.TransactionRollback, psycopg.errors.LockNotAvailable))):
+        return True
+    if isinstance(error, OperationalError) and engine.dialect.name == "sqlite" and any(
+            word in str(error.orig) for word in ("locked", "busy", "disk I/O")):
+        return True
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception:
+        return True
+    return False
 
 
 def sync_characteristics(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -41,12 +81,13 @@ def sync_characteristics(conn: Connection, rows: Sequence[dict[str, Any]]) -> No
     _upsert(conn, characteristics, ("id",), ("name", "topic", "chart", "config"), rows)
 
 
-def load_states(conn: Connection) -> dict[int, tuple[dict[str, Any], list[list[Any]]]]:
-    """Saved engine state and collected single values, by characteristic id."""
-    return {
-        r.characteristic_id: (json.loads(r.state), json.loads(r.pending))
-        for r in conn.execute(sa.select(engine_state))
-    }
+def load_states(conn: Connection, ids: Sequence[int] | None = None
+                ) -> dict[int, tuple[dict[str, Any], list[list[Any]]]]:
+    """Saved engine state and collected single values, by characteristic id (of ``ids``, or all)."""
+    query = sa.select(engine_state)
+    if ids is not None:
+        query = query.where(engine_state.c.characteristic_id.in_(ids))
+    return {r.characteristic_id: (json.loads(r.state), json.loads(r.pending)) for r in conn.execute(query)}
 
 
 def save_states(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -70,28 +111,36 @@ def _upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...],
                                            set_={c: statement.excluded[c] for c in columns})
 
 
-# One query per batch, whatever the number of characteristics in it: the (characteristic, seq) pairs
-# joined to the unique index ux_readings_seq. A row-value IN would scan the whole index on SQLite.
-_KNOWN_SEQS = {
+# One query per batch, whatever the number of characteristics in it: the (characteristic, key) pairs
+# joined to the unique index ux_readings_key. A row-value IN would scan the whole index on SQLite.
+_KNOWN_KEYS = {
     "sqlite": sa.text(
-        f"SELECT r.characteristic_id, r.seq FROM json_each(:pairs) AS j JOIN {readings.name} AS r"
-        " ON r.characteristic_id = json_extract(j.value, '$[0]') AND r.seq = json_extract(j.value, '$[1]')"),
+        f"SELECT r.characteristic_id, r.reading_key, r.digest FROM json_each(:pairs) AS j"
+        f" JOIN {readings.name} AS r ON r.characteristic_id = json_extract(j.value, '$[0]')"
+        " AND r.reading_key = json_extract(j.value, '$[1]')"),
     "postgresql": sa.text(
-        "SELECT r.characteristic_id, r.seq"
-        " FROM unnest(CAST(:characteristics AS integer[]), CAST(:seqs AS varchar[])) AS v(c, s)"
-        f" JOIN {readings.name} AS r ON r.characteristic_id = v.c AND r.seq = v.s"),
+        "SELECT r.characteristic_id, r.reading_key, r.digest"
+        " FROM unnest(CAST(:characteristics AS integer[]), CAST(:keys AS varchar[])) AS v(c, k)"
+        f" JOIN {readings.name} AS r ON r.characteristic_id = v.c AND r.reading_key = v.k"),
 }
 
 
-def known_seqs(conn: Connection, pairs: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
-    """Those (characteristic_id, seq) pairs already stored as readings."""
+def known_keys(conn: Connection, pairs: Sequence[tuple[int, str]]) -> dict[tuple[int, str], str | None]:
+    """The digests of those (characteristic_id, reading key) pairs already stored as readings."""
     if not pairs:
-        return set()
+        return {}
     if conn.dialect.name == "postgresql":
-        params: dict[str, Any] = {"characteristics": [c for c, _ in pairs], "seqs": [s for _, s in pairs]}
+        params: dict[str, Any] = {"characteristics": [c for c, _ in pairs], "keys": [k for _, k in pairs]}
     else:
         params = {"pairs": json.dumps(pairs)}
-    return {(cid, seq) for cid, seq in conn.execute(_KNOWN_SEQS[conn.dialect.name], params)}
+    return {(cid, key): digest for cid, key, digest in conn.execute(_KNOWN_KEYS[conn.dialect.name], params)}
+
+
+def recent_digests(conn: Connection, characteristic_id: int, limit: int) -> set[str]:
+    """The digests of a characteristic's last ``limit`` readings."""
+    query = (sa.select(readings.c.digest).where(readings.c.characteristic_id == characteristic_id)
+             .order_by(readings.c.sample_idx.desc(), readings.c.id.desc()).limit(limit))
+    return {digest for digest, in conn.execute(query) if digest is not None}
 
 
 def insert_samples(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -162,6 +211,19 @@ def pending_outbox(conn: Connection, bridge: str, after: int, limit: int) -> lis
              .where(outbox.c.bridge == bridge, outbox.c.seq > after)
              .order_by(outbox.c.seq).limit(limit))
     return list(conn.execute(query))
+
+
+def characteristic_topics(conn: Connection) -> set[str]:
+    """The topics of every characteristic the database knows, configured now or before."""
+    return set(conn.scalars(sa.select(characteristics.c.topic)))
+
+
+def replace_subscriptions(conn: Connection, bridge: str, filters: Sequence[str]) -> set[str]:
+    """Record ``filters`` as this bridge's subscriptions; the ones recorded before."""
+    previous = set(conn.scalars(sa.select(subscriptions.c.topic_filter).where(subscriptions.c.bridge == bridge)))
+    conn.execute(sa.delete(subscriptions).where(subscriptions.c.bridge == bridge))
+    insert_rows(conn, subscriptions, [{"bridge": bridge, "topic_filter": f} for f in filters])
+    return previous
 
 
 def delete_confirmed(conn: Connection, bridge: str, up_to: int) -> None:

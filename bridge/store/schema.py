@@ -3,7 +3,10 @@ rejects."""
 
 import sqlalchemy as sa
 
+from bridge.ingest import MAX_SEQ_CHARS, MAX_TS_CHARS
+
 metadata = sa.MetaData()
+READING_KEY_CHARS = len("seq:") + MAX_SEQ_CHARS  # or "ts:" and an ISO 8601 instant, shorter
 
 characteristics = sa.Table(
     "characteristics", metadata,
@@ -21,14 +24,17 @@ readings = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("characteristic_id", sa.Integer, nullable=False),
     sa.Column("sample_idx", sa.BigInteger, nullable=False),
-    sa.Column("seq", sa.String(200)),
-    sa.Column("ts", sa.String(64), nullable=False),  # the gauge's timestamp, kept exactly
+    sa.Column("seq", sa.String(MAX_SEQ_CHARS)),
+    sa.Column("ts", sa.String(MAX_TS_CHARS), nullable=False),  # the gauge's timestamp, kept exactly
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("measurements", sa.Text),  # JSON list of values (measurement charts)
     sa.Column("count", sa.BigInteger),
     sa.Column("n", sa.Integer),
+    # what identifies the reading (bridge.service.idempotency): its seq, else the gauge's timestamp
+    sa.Column("reading_key", sa.String(READING_KEY_CHARS)),
+    sa.Column("digest", sa.String(16)),  # of what it says: a resend has the same, a conflict another
     sa.Index("ix_readings_sample", "characteristic_id", "sample_idx"),
-    sa.Index("ux_readings_seq", "characteristic_id", "seq", unique=True),
+    sa.Index("ux_readings_key", "characteristic_id", "reading_key", unique=True),
 )
 
 samples = sa.Table(
@@ -36,7 +42,7 @@ samples = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("characteristic_id", sa.Integer, nullable=False),
     sa.Column("idx", sa.BigInteger, nullable=False),  # the engine's index of the sample
-    sa.Column("ts", sa.String(64), nullable=False),
+    sa.Column("ts", sa.String(MAX_TS_CHARS), nullable=False),
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("n", sa.Integer, nullable=False),
     sa.Column("spread", sa.Float),
@@ -92,6 +98,14 @@ deliveries = sa.Table(
     sa.Column("mid", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("digest", sa.String(32), nullable=False),
     sa.Column("counter", sa.BigInteger, nullable=False),
+)
+
+# The filters each bridge last subscribed to: a persistent session keeps a subscription the bridge no
+# longer wants (an earlier version's, or a changed ingest root), which would deliver readings twice.
+subscriptions = sa.Table(
+    "subscriptions", metadata,
+    sa.Column("bridge", sa.String(200), primary_key=True),
+    sa.Column("topic_filter", sa.String(1024), primary_key=True),
 )
 
 rejects = sa.Table(

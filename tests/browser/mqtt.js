@@ -84,6 +84,9 @@ const handlers = {
 const client = mqtt.connect(config.url, {
   username: config.username,
   password: config.password,
+  // Both brokers admit a user's own client ids only: its name or `<name>:<anything>` (MQTT.js's default,
+  // mqttjs_<random>, is nobody's).
+  clientId: `${config.username}:browser-${Math.random().toString(16).slice(2, 10)}`,
   protocolVersion: 4,
   clean: true,
   reconnectPeriod: 0,

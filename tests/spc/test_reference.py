@@ -47,6 +47,8 @@ PCMANUFACT = "pcmanufact_u"
 VISCOSITY = "viscosity_imr"
 VISCOSITY15 = "viscosity15_imr"
 FLOWRATE = "nist_flowrate_imr"
+CUSUM = "montgomery_cusum_9_1"
+EWMA = "nist_ewma_6_3_2_4"
 
 BEYOND = ("beyond_ucl", "beyond_lcl")
 
@@ -75,10 +77,10 @@ def tolerance(printed: str) -> float:
     return 1e-12 if float(text) == 0.0 else 0.5
 
 
-def assert_printed(actual: float | None, printed: str, what: str) -> None:
-    """``actual`` rounds to the printed number (to within half a unit of its last digit)."""
+def assert_printed(actual: float | None, printed: str, what: str, tol: float | None = None) -> None:
+    """``actual`` rounds to the printed number (to within half a unit of its last digit, or ``tol``)."""
     assert actual is not None, f"{what}: engine gave None, published {printed}"
-    tol = tolerance(printed)
+    tol = tolerance(printed) if tol is None else tol
     assert abs(actual - float(printed)) <= tol, (
         f"{what}: engine {actual!r}, published {printed} (tolerance {tol:g})"
     )
@@ -242,6 +244,57 @@ def viscosity15(method: str) -> Run:
 
 
 @cache
+def montgomery_cusum() -> Run:
+    """Montgomery Example 9.1: tabular CUSUM of 30 individuals, mu0 = 10, sigma = 1, k = 0.5, h = 5."""
+    data = dataset(CUSUM)
+    par = data["parameters"]
+    spec = ChartSpec(chart="cusum", center=par["target_mu0"], sigma=par["sigma"],
+                     k=par["k_sigma_units"], h=par["h_sigma_units"])
+    return stream(spec, data["data"]["x"], add_individual)
+
+
+@cache
+def nist_ewma() -> Run:
+    """NIST 6.3.2.4: EWMA of 20 individuals, EWMA0 = 50, s = 2.0539, lambda = 0.3, k = 3."""
+    data = dataset(EWMA)
+    par = data["parameters"]
+    spec = ChartSpec(chart="ewma", center=par["ewma0_target"], sigma=par["s"],
+                     lambda_=par["lambda"], L=par["L"])
+    return stream(spec, data["data"]["x"], add_individual)
+
+
+def _cusum_upper(periods: int) -> list[float]:
+    """C+ of the first ``periods`` Montgomery periods, as the engine carries it."""
+    run = montgomery_cusum()
+    return [run.evaluations[i].cusum_upper or 0.0 for i in range(periods)]
+
+
+def _first_signal() -> int:
+    """The 1-based period of the first CUSUM signal on either side."""
+    run = montgomery_cusum()
+    return next(i + 1 for i, e in sorted(run.evaluations.items()) if e.violations)
+
+
+def _run_length_at_signal() -> int:
+    """N+: the periods in a row with C+ > 0 up to and including the signal."""
+    sums = _cusum_upper(_first_signal())
+    return next(i for i, c in enumerate(reversed(sums)) if c == 0.0)
+
+
+def _estimated_new_mean() -> float:
+    """Montgomery's estimate of the shifted mean, mu0 + K + C+/N+, from the engine's sums."""
+    run = montgomery_cusum()
+    assert run.evaluator.params is not None and run.evaluator.spec.k is not None
+    k = run.evaluator.spec.k * run.sigma
+    return run.evaluator.params.center + k + _cusum_upper(_first_signal())[-1] / _run_length_at_signal()
+
+
+# NIST 6.3.2.4 prints its limits cut to 4 decimals (LCL 47.41157 as 47.4115): the data set's
+# tolerance for them is 0.0001.
+NIST_EWMA_LIMITS = 1e-4
+
+
+@cache
 def flowrate() -> Run:
     """NIST flow rate, 10 batches, I-MR chart."""
     data = dataset(FLOWRATE)
@@ -252,15 +305,17 @@ def flowrate() -> Run:
 # ------------------------------------------------------------------------ the published values
 @dataclass(frozen=True)
 class Published:
-    """A published number (data set, dotted path in its JSON) and how to read it off the engine."""
+    """A published value (data set, dotted path in its JSON) and how to read it off the engine:
+    a number, a list of numbers, or a count, period or verdict."""
 
     dataset: str
     path: str
-    engine: Callable[[], float]
+    engine: Callable[[], Any]
     # Where our documented convention differs from the source's, the value the convention gives
     # from the source's own published inputs; the engine is checked against it instead.
     convention: Callable[[], float] | None = None
     variant: str = ""  # tells apart two checks of one published number (e.g. on another chart)
+    tolerance: float | None = None  # the data set's own tolerance where it is wider than the print
 
 
 def _mean_of_subgroup_means(run: Run, samples: range) -> float:
@@ -380,6 +435,23 @@ PUBLISHED: list[Published] = [
     Published(FLOWRATE, "expected.individuals.ucl", lambda: flowrate().primary().ucl),
     Published(FLOWRATE, "expected.individuals.lcl", lambda: flowrate().primary().lcl),
     Published(FLOWRATE, "expected.MR_bar", lambda: flowrate().dispersion().center),
+    # Montgomery, Introduction to Statistical Quality Control, Example 9.1 and its tabular CUSUM
+    # (as transcribed in kgdunn/process-improve tests/test_control_chart_cusum.py @ 36e4a144):
+    # C+ of periods 1-29 to 2 decimals, the signal at period 29 (C+ = 5.28 > H = 5), N+ = 7 and
+    # the estimated new mean 10 + 0.5 + 5.28/7 = 11.25.
+    Published(CUSUM, "expected.cusum_upper_periods_1_to_29", lambda: _cusum_upper(29)),
+    Published(CUSUM, "expected.first_signal_period_1_based", _first_signal),
+    Published(CUSUM, "expected.run_length_N_plus_at_signal", _run_length_at_signal),
+    Published(CUSUM, "expected.estimated_new_mean", _estimated_new_mean),
+    # NIST/SEMATECH e-Handbook of Statistical Methods, 6.3.2.4 EWMA Control Charts
+    # (https://www.itl.nist.gov/div898/handbook/pmc/section3/pmc324.htm): the EWMA series to
+    # 2 decimals, the asymptotic limits, and no point beyond them.
+    Published(EWMA, "expected.ewma_statistic",
+              lambda: [nist_ewma().evaluations[i].ewma for i in range(20)]),
+    Published(EWMA, "expected.ucl", lambda: nist_ewma().primary().ucl, tolerance=NIST_EWMA_LIMITS),
+    Published(EWMA, "expected.lcl", lambda: nist_ewma().primary().lcl, tolerance=NIST_EWMA_LIMITS),
+    Published(EWMA, "expected.out_of_control",
+              lambda: any(not e.in_control for e in nist_ewma().evaluations.values())),
 ]
 
 
@@ -396,11 +468,28 @@ def test_published_value(case: Published) -> None:
     assert entry["status"] == "published"
     where = f"{case.dataset}:{case.path} [{source_label(case.dataset, entry)}]"
     if case.convention is None:
-        assert_printed(case.engine(), entry["printed"], where)
+        assert_published(case.engine(), entry, where, case.tolerance)
     else:
         # the published sigma has 7 significant digits, so the convention's value has as many
         assert case.engine() == pytest.approx(case.convention(), rel=5e-7), where
         assert abs(case.engine() - entry["value"]) > 1e-4, f"{where}: now follows qcc"
+
+
+def assert_published(actual: Any, entry: dict[str, Any], where: str, tol: float | None) -> None:
+    """The engine's number (or list) rounds to what was printed; a count, period or verdict is exact."""
+    printed = entry.get("printed")
+    if printed is None and "printed_precision" in entry:  # e.g. "2 decimals", values as printed
+        places = int(entry["printed_precision"].split()[0])
+        printed = [f"{v:.{places}f}" for v in entry["value"]]
+    if printed is None:
+        assert actual == entry["value"] and type(actual) is type(entry["value"]), (
+            f"{where}: engine {actual!r}, published {entry['value']!r}")
+    elif isinstance(printed, list):
+        assert len(actual) == len(printed), f"{where}: engine gave {len(actual)} values"
+        for i, (value, text) in enumerate(zip(actual, printed)):
+            assert_printed(value, text, f"{where}[{i}]", tol)
+    else:
+        assert_printed(actual, printed, where, tol)
 
 
 def _published_paths(node: Any, prefix: tuple[str, ...] = ()) -> Iterator[str]:
@@ -446,6 +535,8 @@ def test_every_published_value_is_checked() -> None:
                                                                 39: "beyond_ucl"},
                  id="pistonrings-phase2-37-39"),
     # NIST e-Handbook 6.3.2.2: the flow-rate process is in control (no point outside the limits).
+    # NIST e-Handbook 6.3.2.4: no EWMA point beyond its (exact) limits.
+    pytest.param(nist_ewma, range(0, 20), {}, id="nist-ewma-in-control"),
     pytest.param(flowrate, range(0, 10), {}, id="nist-flowrate-in-control"),
     # Cross-checks computed from the published revised limits (status "computed" in the data sets):
     # orange juice sample 41 (p = 0.04) falls below the revised LCL 0.04070284; the circuit phase II
