@@ -61,8 +61,9 @@ def second(**keys: object) -> str:
 # --- the example file ------------------------------------------------------------------------
 
 def test_example_file_loads_and_builds_engine_specs() -> None:
-    bore, fill, leaks = load_characteristics(EXAMPLE)
-    assert [c.id for c in (bore, fill, leaks)] == [1, 2, 3]
+    bore, fill, leaks, shaft, coating = load_characteristics(EXAMPLE)
+    assert [c.id for c in (bore, fill, leaks, shaft, coating)] == [1, 2, 3, 4, 5]
+    assert (shaft.chart_spec().fir, coating.chart_spec().lambda_) == (True, 0.2)
     assert bore.chart_spec() == ChartSpec(
         chart="xbar_r", subgroup_size=5, baseline=25, usl=74.05, lsl=73.95,
     )
@@ -81,7 +82,8 @@ def test_example_file_loads_and_builds_engine_specs() -> None:
 def test_example_file_documents_every_key() -> None:
     comments = [line for line in EXAMPLE.read_text(encoding="utf-8").splitlines() if line.startswith("#")]
     header = "\n".join(comments)
-    assert all(f" {key} " in header or f" {key}," in header for key in CharacteristicConfig.model_fields)
+    keys = [info.alias or name for name, info in CharacteristicConfig.model_fields.items()]
+    assert all(f" {key} " in header or f" {key}," in header for key in keys)
 
 
 def test_defaults(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ def _json(fields: Mapping[str, object]) -> str:
     return to_json(fields, inf_nan_mode="null").decode()
 
 
-def sample_event(sample_id: int, row: Mapping[str, Any], spec: ChartSpec, seq: str | None) -> str:
+def sample_event(sample_id: int, row: Mapping[str, Any], spec: ChartSpec, seq: str | int | None) -> str:
     """``spc/<id>/sample`` for a sample as stored (a row of the samples table); the JSON of
     :class:`SampleEvent` with the fields that apply, in its field order."""
     fields: dict[str, object] = {
@@ -31,8 +31,14 @@ def sample_event(sample_id: int, row: Mapping[str, Any], spec: ChartSpec, seq: s
     dispersion = spec.type.dispersion
     if dispersion is not None and row["spread"] is not None:
         fields[_SPREAD_FIELD[dispersion]] = float(row["spread"])
-    if row["ucl"] is not None and row["n"] != spec.subgroup_size:
+    ewma = row.get("ewma")
+    if row["ucl"] is not None and (row["n"] != spec.subgroup_size or ewma is not None):
         fields["ucl"], fields["lcl"] = float(row["ucl"]), float(row["lcl"])
+    if row.get("cusum_upper") is not None:
+        fields["cusum_upper"] = float(row["cusum_upper"])
+        fields["cusum_lower"] = float(row["cusum_lower"])
+    if ewma is not None:
+        fields["ewma"] = float(ewma)
     if seq is not None:
         fields["seq"] = seq
     return _json(fields)
@@ -60,7 +66,8 @@ def limits_event(characteristic_id: int, evaluator: Evaluator) -> str:
     """``spc/<id>/limits``: the current limits at the nominal n (nulls during the baseline).
 
     ``sigma`` is the 1-sigma zone width of the plotted statistic at the nominal n (above the
-    centre line where the limits are asymmetric). ``reason`` says why a baseline gave no limits.
+    centre line where the limits are asymmetric; a CUSUM's sigma of x, an EWMA's asymptotic sigma
+    of z). ``reason`` says why a baseline gave no limits; ``statistic`` what to plot.
     """
     spec = evaluator.spec
     limits = evaluator.limits()
@@ -81,6 +88,7 @@ def limits_event(characteristic_id: int, evaluator: Evaluator) -> str:
         characteristic_id=characteristic_id, chart=spec.type.primary, phase=evaluator.phase,  # type: ignore[arg-type]
         center=center, ucl=ucl, lcl=lcl, sigma=sigma, n=spec.subgroup_size,
         dispersion=dispersion, capability=capability, reason=evaluator.baseline_error,
+        statistic=spec.memory.statistic if spec.memory is not None else "value",  # type: ignore[arg-type]
     ).model_dump_json()
 
 

@@ -1,4 +1,5 @@
-"""Micro-benchmark of the SPC engine: individuals chart, all eight rules, one core."""
+"""Micro-benchmark of the SPC engine on one core: the individuals chart with all eight rules, or
+a CUSUM or EWMA chart of individuals with its default options."""
 
 import random
 import time
@@ -7,6 +8,13 @@ from typing import NamedTuple
 from bridge.spc.evaluator import Evaluator
 from bridge.spc.rules import PRESETS
 from bridge.spc.spec import ChartSpec
+
+# the charts bench-engine measures, each with a 25-point baseline that estimates its limits
+BENCH_CHARTS: dict[str, ChartSpec] = {
+    "imr": ChartSpec(chart="imr", rules=PRESETS["nelson"]),
+    "cusum": ChartSpec(chart="cusum"),
+    "ewma": ChartSpec(chart="ewma"),
+}
 
 
 class EngineBenchResult(NamedTuple):
@@ -22,11 +30,11 @@ class EngineBenchResult(NamedTuple):
         return self.points / self.seconds
 
 
-def bench_engine(points: int = 1_000_000, seed: int = 1) -> EngineBenchResult:
+def bench_engine(points: int = 1_000_000, seed: int = 1, chart: str = "imr") -> EngineBenchResult:
     """Feed ``points`` normal values one by one (25-point baseline, then monitoring)."""
     rng = random.Random(seed)
     values = [rng.gauss(10.0, 1.0) for _ in range(points)]
-    evaluator = Evaluator(ChartSpec(chart="imr", rules=PRESETS["nelson"]))
+    evaluator = Evaluator(BENCH_CHARTS[chart])
     add = evaluator.add_values
     violations = 0
     start = time.perf_counter()

@@ -16,7 +16,8 @@ does, or on ``recalculate``). It is part of the saved state, so a restart contin
 
 The state is a small JSON-serialisable dict (``state()`` / ``Evaluator(spec, state)``): the
 baseline points (at most ``baseline`` of them), the parameters, the rule trackers' bit masks
-and running moments (and a memory chart's carried state), so one evaluation costs the same whatever the length of the history.
+and running moments (and a memory chart's carried state), so one evaluation costs the same
+whatever the length of the history.
 """
 
 from dataclasses import dataclass

@@ -102,12 +102,10 @@ class ChartSpec:
     def _memory(self, kind: ChartType) -> Memory | None:
         """The chart's memory from the options given and its defaults; refuse foreign options."""
         defaults = dict(kind.options)
-        given = [name for name in _OPTIONS if getattr(self, name) is not None]
-        foreign = [name for name in given if name not in defaults]
-        if foreign:
-            keys = ", ".join(name.rstrip("_") for name in foreign)
-            users = [t.name for t in CHART_TYPES.values() if foreign[0] in dict(t.options)]
-            raise ValueError(f"{keys} do not apply to a {kind.name} chart (only to {', '.join(users)})")
+        for name in _OPTIONS:
+            if getattr(self, name) is not None and name not in defaults:
+                users = ", ".join(t.name for t in CHART_TYPES.values() if name in dict(t.options))
+                raise ValueError(f"{name.rstrip('_')} applies to {users} charts only, not to {kind.name}")
         if kind.memory is None:
             return None
         values = {name: default if getattr(self, name) is None else getattr(self, name)
@@ -115,8 +113,9 @@ class ChartSpec:
         for name, value in values.items():
             object.__setattr__(self, name, value)
         if self.ucl is not None or self.lcl is not None:
+            options = ", ".join(name.rstrip("_") for name in defaults)
             raise ValueError(f"fixed ucl/lcl do not apply to a {kind.name} chart: its limits come "
-                             f"from {'h' if kind.name == 'cusum' else 'L'} and sigma")
+                             f"from sigma and its options ({options})")
         for name, default in (("rules", PRESETS["nelson"]), ("dispersion_rules", PRESETS["rule1"])):
             if getattr(self, name) not in ((), default):
                 raise ValueError(f"the Nelson rules do not apply to a {kind.name} chart (its points "

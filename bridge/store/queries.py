@@ -166,14 +166,18 @@ def _insert_ids(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
     return [r[0] for r in result]
 
 
+VERDICT_COLUMNS = ("zone", "in_control", "ucl", "lcl", "cusum_upper", "cusum_lower", "ewma")
+
+
 def update_judged_samples(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[tuple[int, int], int]:
-    """Store the verdicts of baseline samples judged late; their ids by (characteristic, idx)."""
+    """Store the verdicts (VERDICT_COLUMNS) of baseline samples judged late, given by ``cid`` and
+    ``i`` (idx); their ids by (characteristic, idx)."""
     if not rows:
         return {}
     conn.execute(
         sa.update(samples)
         .where(samples.c.characteristic_id == sa.bindparam("cid"), samples.c.idx == sa.bindparam("i"))
-        .values(zone=sa.bindparam("zone"), in_control=sa.bindparam("in_control")), rows)
+        .values({c: sa.bindparam(c) for c in VERDICT_COLUMNS}), rows)
     ids: dict[tuple[int, int], int] = {}
     for cid in {r["cid"] for r in rows}:
         idxs = [r["i"] for r in rows if r["cid"] == cid]
@@ -282,3 +286,9 @@ def recent_violations(conn: Connection, characteristic_id: int, limit: int,
         query = query.where(violations.c.acknowledged.is_(False))
     query = query.order_by(violations.c.id.desc()).limit(limit)
     return list(reversed(list(conn.execute(query))))
+
+
+def open_violations(conn: Connection) -> int:
+    """How many violations are not acknowledged."""
+    query = sa.select(sa.func.count()).select_from(violations).where(violations.c.acknowledged.is_(False))
+    return int(conn.execute(query).scalar_one())

@@ -50,6 +50,10 @@ samples = sa.Table(
     sa.Column("in_control", sa.Boolean),
     sa.Column("ucl", sa.Float),
     sa.Column("lcl", sa.Float),
+    # the carried statistics of CUSUM (C+, C-) and EWMA (z) charts; null on other charts
+    sa.Column("cusum_upper", sa.Float),
+    sa.Column("cusum_lower", sa.Float),
+    sa.Column("ewma", sa.Float),
     sa.UniqueConstraint("characteristic_id", "idx", name="ux_samples_idx"),
 )
 
