@@ -10,7 +10,8 @@ from broker.mosquitto_plugin import PLUGIN_LINE
 from broker.mosquitto_plugin import build as build_plugin
 from broker.users import UserDirectory
 
-REPO_CONF = Path(__file__).resolve().parents[2] / "mosquitto.conf"
+# The repository's mosquitto.conf, shipped in the package as broker/mosquitto.conf (a link to it in the repository).
+REPO_CONF = Path(__file__).resolve().parents[2] / "broker" / "mosquitto.conf"
 
 
 def executable() -> str:
