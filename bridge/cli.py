@@ -1,10 +1,15 @@
-"""The ``spc-bridge`` command line: it only parses options and wires the parts together."""
+"""The ``spc-bridge`` command line: it only parses options, wires the parts together and reports failures.
+
+An expected failure (a broker or database that refuses, a missing file, a taken port, the end of the
+input at a prompt) ends a command with one line saying what failed and what to do, and exit code 2;
+``-v`` adds its traceback.
+"""
 
 import argparse
+import errno
 import faulthandler
 import getpass
 import json
-import logging
 import os
 import signal
 import sys
@@ -12,14 +17,23 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
+from bridge import version
 from bridge.bench.options import add_arguments as add_bench_arguments
 from bridge.config import ConfigError, add_settings_arguments, load_characteristics, settings_from_args
 from bridge.gateway.settings import add_gateway_arguments
+from bridge.logs import FORMAT_ENV, FORMATS, configure, hide_secret, report_failure
 from broker.roles import ROLES
-from broker.users import UsersError
+from broker.users import BROKER_GROUP, UsersError
 
-log = logging.getLogger("spc-bridge")
 USERS_ENV = "SPC_BRIDGE_USERS"
+FAILED = 2  # the exit code of an expected failure
+INTERRUPTED = 130  # Ctrl-C where no graceful stop applies (a prompt): 128 + SIGINT
+
+
+class Failure(Exception):
+    """An expected failure of a command: the message says what failed and what to do."""
 
 
 def stop_on_signals() -> threading.Event:
@@ -43,14 +57,20 @@ def stop_on_signals() -> threading.Event:
 def _run(args: argparse.Namespace) -> int:
     from bridge.service.runner import Bridge
 
+    from bridge.store.failures import DatabaseUnusable
+
     settings = settings_from_args(args)
+    hide_secret(settings.broker.password)
+    hide_secret(make_url(settings.db_url).password)
     configs = load_characteristics(settings.config_path)
-    log.info("bridge %s: %d characteristics, broker %s, database %s", settings.client_id,
-             len(configs), settings.broker, settings.db_url.split("@")[-1])
     stop = stop_on_signals()
-    bridge = Bridge(settings, configs)
-    del configs  # the bridge keeps only what running them needs (memory per characteristic)
-    bridge.run(stop)
+    try:
+        bridge = Bridge(settings, configs)  # the bridge logs a summary of its settings as it starts
+        del configs  # the bridge keeps only what running them needs (memory per characteristic)
+        with bridge.serve_metrics():
+            bridge.run(stop)
+    except DatabaseUnusable as error:
+        raise Failure(str(error)) from error
     return 0
 
 
@@ -59,12 +79,10 @@ def _broker(args: argparse.Namespace) -> int:
 
     users = None if args.allow_anonymous else args.users
     if users is None and not args.allow_anonymous:
-        print(f"spc-bridge: broker: give --users DIR (or set {USERS_ENV}; create users with `spc-bridge user "
-              "add`), or --allow-anonymous for a broker open to anyone on this machine", file=sys.stderr)
-        return 2
+        raise Failure(f"broker: give --users DIR (or set {USERS_ENV}; create users with `spc-bridge user add`), "
+                      "or --allow-anonymous for a broker open to anyone on this machine")
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_ca is not None and args.tls_cert is None):
-        print("spc-bridge: broker: --tls-cert and --tls-key go together, and --tls-ca needs them", file=sys.stderr)
-        return 2
+        raise Failure("broker: --tls-cert and --tls-key go together, and --tls-ca needs them")
     tls = None if args.tls_cert is None else TlsListeners(args.tls_cert, args.tls_key, args.tls_port,
                                                           args.wss_port, args.tls_ca)
 
@@ -78,17 +96,25 @@ def _broker(args: argparse.Namespace) -> int:
     try:
         run_broker(args.host, args.port, args.ws_port, users=users, tls=tls, on_ready=ready)
     except BrokerStartError as error:
-        print(f"spc-bridge: {error}", file=sys.stderr)
-        return 2
+        raise Failure(str(error)) from error
     return 0
 
 
 def _read_password(name: str, from_stdin: bool) -> str:
     """The new password: one line of standard input, or typed twice at a prompt that does not echo it."""
     if from_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    password = getpass.getpass(f"password for {name}: ")
-    if getpass.getpass("the same again: ") != password:
+        line = sys.stdin.readline()
+        if not line:
+            raise UsersError("no password on standard input: give it as the first line")
+        return line.rstrip("\r\n")
+    try:
+        password = getpass.getpass(f"password for {name}: ")
+        again = getpass.getpass("the same again: ")
+    except EOFError:  # Ctrl-D, or no terminal and nothing piped in
+        print(file=sys.stderr)  # end the prompt's line
+        raise UsersError("no password given (the input ended at the prompt): type it twice, or pipe it in "
+                         "with --password-stdin") from None
+    if again != password:
         raise UsersError("the two passwords differ")
     return password
 
@@ -97,7 +123,7 @@ def _user_add(args: argparse.Namespace) -> int:
     from broker.users import User, UserDirectory
 
     user = User(args.name, args.role, tuple(args.topics))  # checked before the password is asked for
-    replaced = UserDirectory(args.dir).add(user, _read_password(user.name, args.password_stdin))
+    replaced = UserDirectory(args.dir, args.group).add(user, _read_password(user.name, args.password_stdin))
     print(f"user {user.name} ({user.role}) {'replaced' if replaced else 'added'} in {args.dir}; "
           "reload Mosquitto (kill -HUP) and restart `spc-bridge broker` to apply")
     return 0
@@ -106,7 +132,7 @@ def _user_add(args: argparse.Namespace) -> int:
 def _user_remove(args: argparse.Namespace) -> int:
     from broker.users import UserDirectory
 
-    UserDirectory(args.dir).remove(args.name)
+    UserDirectory(args.dir, args.group).remove(args.name)
     print(f"user {args.name} removed from {args.dir}; reload Mosquitto (kill -HUP) and restart "
           "`spc-bridge broker` to apply")
     return 0
@@ -126,30 +152,38 @@ def _user_list(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
+    from bridge.store.failures import DatabaseUnusable
     from broker.embedded import BrokerStartError
 
     try:
-        return run_demo(args.port, args.ws_port, args.db, stop_on_signals())
-    except BrokerStartError as error:
-        print(f"spc-bridge: {error}", file=sys.stderr)
-        return 2
+        return run_demo(args.port, args.ws_port, args.db, stop_on_signals(), args.seed)
+    except (BrokerStartError, DatabaseUnusable) as error:
+        raise Failure(str(error)) from error
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from bridge.tail import tail
+    from bridge.config import parse_broker_url
+    from bridge.tail import TailError, tail
 
-    return tail(args.broker, args.filter, stop_on_signals(), args.ca_file)
+    hide_secret(parse_broker_url(args.broker).password)
+    try:
+        return tail(args.broker, args.filter, stop_on_signals(), args.ca_file)
+    except TailError as error:
+        raise Failure(str(error)) from error
 
 
 def _gateway(args: argparse.Namespace) -> int:
     from bridge.gateway.server import GatewayError, run_gateway
     from bridge.gateway.settings import gateway_settings_from_args
 
+    settings = gateway_settings_from_args(args)
+    hide_secret(settings.broker.password)
+    for token in settings.tokens:
+        hide_secret(token)
     try:
-        return run_gateway(gateway_settings_from_args(args), stop_on_signals())
+        return run_gateway(settings, stop_on_signals())
     except GatewayError as error:
-        print(f"spc-bridge: {error}", file=sys.stderr)
-        return 2
+        raise Failure(str(error)) from error
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -158,17 +192,25 @@ def _bench(args: argparse.Namespace) -> int:
     return bench(args)
 
 
+_BENCH_CHART_NAMES = {
+    "imr": "individuals chart, all 8 Nelson rules",
+    "cusum": "tabular CUSUM of individuals (k = 0.5, h = 5)",
+    "ewma": "EWMA of individuals (lambda = 0.2, L = 3)",
+}
+
+
 def _bench_engine(args: argparse.Namespace) -> int:
     from bridge.spc.bench import bench_engine
 
-    result = bench_engine(args.points)
+    result = bench_engine(args.points, chart=args.chart)
     if args.json:
         print(json.dumps({
-            "points": result.points, "seconds": round(result.seconds, 3),
+            "chart": args.chart, "points": result.points, "seconds": round(result.seconds, 3),
             "evaluations_per_second": round(result.rate), "violations": result.violations,
         }))
     else:
-        print(f"SPC engine, individuals chart, all 8 Nelson rules, one core:\n"
+        chart = _BENCH_CHART_NAMES[args.chart]
+        print(f"SPC engine, {chart}, one core:\n"
               f"  {result.points:,} points in {result.seconds:.2f} s = "
               f"{result.rate:,.0f} evaluations/s ({result.violations} violations raised)")
     return 0
@@ -182,15 +224,24 @@ def _add_ports(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(prog="spc-bridge", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="spc-bridge", description="Statistical process control between shop-floor MQTT gauges and "
+        "SCADA or dashboards: readings in, control charts, violations and capability out.",
+        epilog="Each command has its own --help, e.g. spc-bridge run --help. README.md, in the repository and "
+        "on the package's page, explains the set-up, the configuration, security and operations.")
+    parser.add_argument("--version", action="version", version=f"spc-bridge {version()}")
+    _add_global_options(parser, defaults=True)
+    commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the bridge against a broker")
+    run = commands.add_parser("run", help="run the bridge against a broker", description="Run the bridge: "
+                              "chart the gauges' readings from the broker, store them in the database and "
+                              "publish samples, limits and violations.")
     add_settings_arguments(run)
     run.set_defaults(handler=_run)
 
-    broker = commands.add_parser("broker", help="run the embedded MQTT broker alone")
+    broker = commands.add_parser("broker", help="run the embedded MQTT broker alone", description="Run the "
+                                 "embedded MQTT broker alone, with the users of `spc-bridge user`: for trials and "
+                                 "small sites (Mosquitto, with the repository's mosquitto.conf, for production).")
     broker.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     _add_ports(broker)
     access = broker.add_mutually_exclusive_group()
@@ -208,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--wss-port", type=int, default=9443, help="MQTT-over-WebSocket/TLS port (default 9443)")
     broker.set_defaults(handler=_broker)
 
-    user = commands.add_parser("user", help="add, remove or list the users of both brokers")
+    user = commands.add_parser("user", help="add, remove or list the users of both brokers",
+                               description="Add, remove or list the broker users: one directory holds them for "
+                               "both Mosquitto and the embedded broker.")
     user_commands = user.add_subparsers(dest="user_command", required=True)
     add = user_commands.add_parser("add", help="add a user, or replace the user of that name")
     add.add_argument("name", help="user name (letters, digits, '_', '.', '-')")
@@ -227,47 +280,109 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--dir", type=Path, default=os.environ.get(USERS_ENV) or None,
                              required=not os.environ.get(USERS_ENV), metavar="DIR",
                              help=f"users directory (environment {USERS_ENV})")
+    for command in (add, remove):
+        command.add_argument("--group", metavar="NAME",
+                             help=f"give the files to group NAME, with read access: the group the broker runs as "
+                                  f"(default: as root, {BROKER_GROUP} when it exists, for new files; a file "
+                                  "replaced keeps its owner and mode)")
 
-    demo = commands.add_parser("demo", help="embedded broker + bridge + SQLite + simulated gauges")
+    demo = commands.add_parser("demo", help="embedded broker + bridge + SQLite + simulated gauges",
+                               description="Try it in one command: an embedded broker, the bridge, a SQLite "
+                               "database and three simulated gauges on this machine.")
     _add_ports(demo)
-    demo.add_argument("--db", default="sqlite:///spc-demo.db", help="database URL")
+    demo.add_argument("--db", default=None, metavar="URL",
+                      help="database URL to keep the data in (default: a new SQLite file in a temporary "
+                           "folder, deleted at exit)")
+    demo.add_argument("--seed", type=int, default=None, metavar="N",
+                      help="seed of the simulated gauges: the same seed gives the same readings "
+                           "(default: the same seed every run)")
     demo.set_defaults(handler=_demo)
 
-    tail = commands.add_parser("tail", help="print events as they arrive")
+    tail = commands.add_parser("tail", help="print events as they arrive", description="Print the bridge's "
+                               "events (samples, limits, violations, errors) as they arrive; a broker that goes "
+                               "away is reconnected to.")
     tail.add_argument("filter", nargs="?", default="spc/#",
                       help="a characteristic id or an MQTT topic filter (default spc/#)")
-    tail.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL")
+    tail.add_argument("--broker", default="mqtt://127.0.0.1:1883", metavar="URL",
+                      help="broker URL with a dashboard's credentials, mqtt://user:password@host:1883, mqtts://, "
+                           "ws:// or wss:// (default mqtt://127.0.0.1:1883)")
     tail.add_argument("--ca-file", type=Path, default=None, metavar="FILE",
                       help="CA certificates (PEM) to verify an mqtts:// or wss:// broker")
     tail.set_defaults(handler=_tail)
 
-    gateway = commands.add_parser("gateway", help="the seed's WebSocket protocol for dashboards, fed from MQTT")
+    gateway = commands.add_parser("gateway", help="serve dashboards the OpenSPC WebSocket protocol, fed from MQTT",
+                                  description="Serve dashboards over the OpenSPC WebSocket protocol, fed from the "
+                                  "events on the broker.")
     add_gateway_arguments(gateway)
     gateway.set_defaults(handler=_gateway)
 
     whole = commands.add_parser("bench", help="throughput, latency and memory of the bridge beside "
-                                "a bare relay, on its own broker")
+                                "a bare relay, on its own broker", description="Measure the bridge's throughput, "
+                                "latency and memory beside a bare relay, on a broker of its own.")
     add_bench_arguments(whole)
     whole.set_defaults(handler=_bench)
 
-    bench = commands.add_parser("bench-engine", help="micro-benchmark of the SPC engine")
+    bench = commands.add_parser("bench-engine", help="micro-benchmark of the SPC engine",
+                                description="Measure how fast the SPC engine evaluates points, on one core.")
     bench.add_argument("--points", type=int, default=1_000_000, help="points to evaluate")
+    bench.add_argument("--chart", choices=tuple(_BENCH_CHART_NAMES), default="imr",
+                       help="the chart to evaluate (default imr)")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.set_defaults(handler=_bench_engine)
+    for command in _commands(parser):
+        _add_global_options(command, defaults=False)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """-v and --log-format, given before or after the command (a command's copy sets nothing unless given)."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=False if defaults else argparse.SUPPRESS,
+                        help="debug logging, and the traceback of a failure")
+    parser.add_argument("--log-format", choices=FORMATS,
+                        default=(os.environ.get(FORMAT_ENV) or "text") if defaults else argparse.SUPPRESS,
+                        help=f"text, or json: one object a line for log shippers (environment {FORMAT_ENV})")
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command's parser, ``user add`` and the other sub-commands included."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                found += [command, *_commands(command)]
+    return found
+
+
+def _os_problem(error: OSError) -> str:
+    """What a failed system call means, naming its file."""
+    where = f"{error.filename}: " if error.filename else ""
+    if error.errno == errno.EADDRINUSE:
+        return f"{where}a port is already in use ({error.strerror}): stop what listens on it, or choose another port"
+    if isinstance(error, FileNotFoundError):
+        return f"{where}no such file or folder"
+    if isinstance(error, PermissionError):
+        return f"{where}permission denied: run as a user that may use it, or change its owner or mode"
+    return f"{where}{error.strerror or error}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.log_format not in FORMATS:
+        parser.error(f"{FORMAT_ENV}={args.log_format!r}: give one of {', '.join(FORMATS)}")
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` shows every thread
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(args.verbose, args.log_format)
     try:
         return int(args.handler(args))
-    except (ConfigError, UsersError, OSError) as error:
-        print(f"spc-bridge: {error}", file=sys.stderr)
-        return 2
+    except (Failure, ConfigError, UsersError) as error:
+        report_failure(str(error), error.__cause__ or error, args.verbose)
+    except OSError as error:
+        report_failure(_os_problem(error), error, args.verbose)
+    except KeyboardInterrupt as error:
+        report_failure("interrupted", error, args.verbose)
+        return INTERRUPTED
+    return FAILED
 
 
 if __name__ == "__main__":

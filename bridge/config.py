@@ -67,7 +67,8 @@ def _build_spec(values: dict[str, Any]) -> ChartSpec:
 class CharacteristicConfig(BaseModel):
     """One ``[[characteristic]]`` table: where its gauge publishes and how it is charted."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # serialised with the file's keys (``lambda``, not the attribute ``lambda_``)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, serialize_by_alias=True)
 
     id: int = Field(gt=0, le=MAX_ID, description="names the topics spc/<id>/...")
     name: str
@@ -204,7 +205,8 @@ def _problem(error: Any) -> str:
         message = ("put it at the top of the file, above the first [[characteristic]] "
                    "(a key below a table belongs to it)")
     elif kind == "extra_forbidden":
-        message = f"unknown key; the keys are {', '.join(CharacteristicConfig.model_fields)}"
+        keys = (info.alias or name for name, info in CharacteristicConfig.model_fields.items())
+        message = f"unknown key; the keys are {', '.join(keys)}"
     elif kind == "missing":
         message = "required"
     else:
@@ -394,15 +396,18 @@ class Settings:
     batch_size: int = 500
     batch_ms: float = 0.0
     max_payload: int = 65536
+    capability_interval: float = 10.0
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
     mqtt_version: Literal["3.1.1", "5"] = "3.1.1"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # None: no metrics and health endpoint
 
     def __post_init__(self) -> None:
         try:
             make_url(self.db_url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise ConfigError(
                 "db: not a database URL: give e.g. sqlite:///spc.db or "
                 "postgresql+psycopg://user:password@127.0.0.1:5432/spc"
@@ -417,6 +422,11 @@ class Settings:
             raise ConfigError(f"batch-ms: must be a finite number of ms >= 0, got {self.batch_ms}")
         if not 1 <= self.max_payload <= MAX_PACKET:
             raise ConfigError(f"max-payload: must be 1..{MAX_PACKET} bytes, got {self.max_payload}")
+        if not (isfinite(self.capability_interval) and self.capability_interval >= 0):
+            raise ConfigError("capability-interval: must be a finite number of seconds >= 0, "
+                              f"got {self.capability_interval}")
+        if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics-port: must be 1..65535, got {self.metrics_port}")
         if self.mqtt_version not in MQTT_VERSIONS:
             raise ConfigError(
                 f"mqtt-version: must be one of {', '.join(MQTT_VERSIONS)}, got {self.mqtt_version!r}"
@@ -471,11 +481,18 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     add("--batch-ms", "0", "longest wait in milliseconds to fill a batch (0: a batch is what "
         "has arrived, and grows by itself while the one before it commits)", type=float)
     add("--max-payload", "65536", "largest accepted ingest payload in bytes", type=int)
+    add("--capability-interval", "10", "shortest time in seconds between two republications of a "
+        "characteristic's retained limits for its changing capability (Cp, Cpk, Pp, Ppk)", type=float)
     add("--ca-file", None, "CA certificates (PEM) to verify an mqtts:// or wss:// broker",
         type=Path, metavar="FILE")
     add("--cert-file", None, "client certificate (PEM) for mqtts:// or wss://", type=Path, metavar="FILE")
     add("--key-file", None, "private key (PEM) of the client certificate", type=Path, metavar="FILE")
     add("--mqtt-version", "3.1.1", "MQTT protocol version", choices=MQTT_VERSIONS)
+    add("--metrics-port", None, "serve Prometheus metrics at http://HOST:PORT/metrics and a health "
+        "check at /healthz (200 or 503) for systemd and Kubernetes probes; off unless given",
+        type=int, metavar="PORT")
+    add("--metrics-host", "127.0.0.1", "address the metrics port listens on; 0.0.0.0 for every "
+        "interface, where a Prometheus server on another machine scrapes it", metavar="HOST")
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
@@ -489,8 +506,11 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         batch_size=ns.batch_size,
         batch_ms=ns.batch_ms,
         max_payload=ns.max_payload,
+        capability_interval=ns.capability_interval,
         ca_file=ns.ca_file,
         cert_file=ns.cert_file,
         key_file=ns.key_file,
         mqtt_version=ns.mqtt_version,
+        metrics_host=ns.metrics_host,
+        metrics_port=ns.metrics_port,
     )

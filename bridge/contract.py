@@ -69,6 +69,12 @@ def ack_topic(characteristic_id: CharacteristicRef) -> str:
     return f"{ROOT}/{characteristic_id}/ack"
 
 
+def is_ack_topic(topic: str) -> bool:
+    """True for the topic of a characteristic's acknowledgements, spc/<id>/ack."""
+    parts = topic.split("/")
+    return len(parts) == 3 and parts[1].isdigit() and topic == ack_topic(int(parts[1]))
+
+
 def limits_topic(characteristic_id: CharacteristicRef) -> str:
     """Where a characteristic's current limits are retained."""
     return f"{ROOT}/{characteristic_id}/limits"
@@ -79,7 +85,11 @@ class _Event(BaseModel):
 
 
 class SampleEvent(_Event):
-    """``spc/<id>/sample``: one evaluated sample (zone and in_control null during the baseline)."""
+    """``spc/<id>/sample``: one evaluated sample (zone and in_control null during the baseline).
+
+    A CUSUM chart's samples carry ``cusum_upper`` and ``cusum_lower`` (C+ and C-, >= 0, data
+    units); an EWMA chart's carry ``ewma`` (z) and that point's exact ``ucl``/``lcl``.
+    """
 
     sample_id: int
     characteristic_id: int
@@ -93,7 +103,10 @@ class SampleEvent(_Event):
     s: float | None = None
     ucl: float | None = None
     lcl: float | None = None
-    seq: str | None = None
+    cusum_upper: float | None = None
+    cusum_lower: float | None = None
+    ewma: float | None = None
+    seq: str | int | None = None  # as the gauge sent it: a JSON integer stays an integer
 
 
 class ViolationEvent(_Event):
@@ -144,6 +157,8 @@ class LimitsEvent(_Event):
 
     ``reason``, in the baseline only: why the last baseline gave no limits (they would not be
     finite numbers) and where the new one starts; null otherwise.
+    ``statistic`` says what a dashboard plots against the limits: the sample's ``value``, its
+    ``cusum_upper`` and ``-cusum_lower`` (limits +H and -H around 0), or its ``ewma``.
     """
 
     characteristic_id: int
@@ -157,6 +172,7 @@ class LimitsEvent(_Event):
     dispersion: DispersionLimits | None = None
     capability: CapabilityIndices | None = None
     reason: str | None = None
+    statistic: Literal["value", "cusum", "ewma"] = "value"
 
 
 class ErrorEvent(_Event):

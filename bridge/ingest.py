@@ -44,6 +44,11 @@ class Reading:
     time: datetime                    # ts parsed, UTC
     seq: str | None
     stamped: bool = False             # ts came from the gauge (not the receipt time)
+    numeric_seq: bool = False         # seq was sent as a JSON integer (it compares as text)
+
+    def sent_seq(self) -> str | int | None:
+        """The seq with the JSON type it was sent in."""
+        return int(self.seq) if self.numeric_seq and self.seq is not None else self.seq
 
 
 def _reject_constant(name: str) -> float:
@@ -161,11 +166,13 @@ def parse_reading(payload: bytes, now: datetime, max_payload: int = 65536) -> Re
         return Reading((_number(body, "a bare payload"),), True, None, None, _iso(now), now, None)
     ts, time = _timestamp(body["ts"], now) if "ts" in body else (_iso(now), now)
     seq = _seq(body)
+    numeric = isinstance(body.get("seq", body.get("id")), int)
     present = [key for key in ("value", "values", "count") if key in body]
     if len(present) != 1:
         raise IngestError('an object needs exactly one of "value", "values" or "count"')
     if "value" in body:
-        return Reading((_number(body["value"], "value"),), True, None, None, ts, time, seq, "ts" in body)
+        return Reading((_number(body["value"], "value"),), True, None, None, ts, time, seq, "ts" in body,
+                       numeric)
     if "values" in body:
         values = body["values"]
         if not isinstance(values, list) or not values:
@@ -174,6 +181,6 @@ def parse_reading(payload: bytes, now: datetime, max_payload: int = 65536) -> Re
             raise IngestError(f"values holds {len(values)} measurements; a subgroup has at most "
                               f"{MAX_SUBGROUP}")
         numbers = tuple(_number(v, f"values[{i}]") for i, v in enumerate(values))
-        return Reading(numbers, False, None, None, ts, time, seq, "ts" in body)
+        return Reading(numbers, False, None, None, ts, time, seq, "ts" in body, numeric)
     n = _whole(body["n"], "n", 1) if body.get("n") is not None else None
-    return Reading(None, False, _whole(body["count"], "count", 0), n, ts, time, seq, "ts" in body)
+    return Reading(None, False, _whole(body["count"], "count", 0), n, ts, time, seq, "ts" in body, numeric)

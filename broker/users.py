@@ -3,13 +3,15 @@
 `users.toml` (names, roles, a gauge's topics; never a password) is the source of truth. With the password
 given to `user add` it yields Mosquitto's password_file (PBKDF2-SHA512 in mosquitto_passwd's `$7$` format)
 and acl_file, and amqtt's password file (argon2id, read by broker.amqtt_login); the embedded broker computes
-its ACL from `users.toml` when it starts (broker.amqtt_access). Each file is replaced atomically.
+its ACL from `users.toml` when it starts (broker.amqtt_access). Each file is replaced atomically, readable by the
+group the broker runs as: Mosquitto started as root drops to user `mosquitto` before it reads them.
 """
 
 from __future__ import annotations
 
 import base64
 import fcntl
+import grp
 import hashlib
 import json
 import os
@@ -26,10 +28,12 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 
 from broker.roles import ROLES, Rights, rights
 
-__all__ = ["MIN_PASSWORD_LENGTH", "User", "UserDirectory", "UsersError", "amqtt_hash", "mosquitto_acl",
+__all__ = ["BROKER_GROUP", "MIN_PASSWORD_LENGTH", "User", "UserDirectory", "UsersError", "amqtt_hash", "mosquitto_acl",
            "mosquitto_hash"]
 
 MIN_PASSWORD_LENGTH = 8
+# The group Debian's Mosquitto runs as once it has dropped root: as root, new files go to it when it exists.
+BROKER_GROUP = "mosquitto"
 # Letters, digits, '_', '.', '-': a name goes into topics (%u), Mosquitto's acl_file and `name:hash` lines.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _MAX_TOPIC_BYTES = 65535
@@ -156,8 +160,29 @@ def _password_file(name: str, users: Sequence[User], hashes: dict[str, str]) -> 
     return _HEADERS[name] + "".join(f"{line}\n" for line in lines)
 
 
-def _replace(path: Path, text: str, mode: int) -> None:
-    """Write `path` atomically, keeping the mode (and, as root, the owner) of the file it replaces."""
+def _group_id(name: str) -> int:
+    """The id of group `name` (UsersError if there is none)."""
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise UsersError(f"--group {name}: no such group: give the group the broker runs as "
+                         f"(e.g. {BROKER_GROUP})") from None
+
+
+def _default_group_id() -> int | None:
+    """The group new files get without --group: as root, `mosquitto` when it exists; otherwise the writer's own
+    (a broker started by another user does not change user, and reads the files as their owner)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return grp.getgrnam(BROKER_GROUP).gr_gid
+    except KeyError:
+        return None
+
+
+def _replace(path: Path, text: str, mode: int, group: int | None, new_file_group: int | None) -> None:
+    """Write `path` atomically. A new file gets `mode` and `new_file_group`; a replaced one keeps its mode (and, as
+    root, its owner) unless `group` is given. The group given to a file gets read access."""
     temporary = path.with_name(f".{path.name}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
@@ -167,19 +192,34 @@ def _replace(path: Path, text: str, mode: int) -> None:
     try:
         old = path.stat()
     except FileNotFoundError:
-        os.chmod(temporary, mode)
+        group = new_file_group
     else:
-        os.chmod(temporary, stat.S_IMODE(old.st_mode))
+        mode = stat.S_IMODE(old.st_mode)
         if os.geteuid() == 0:  # e.g. root:mosquitto 640, so that Mosquitto can still read it after a reload
             os.chown(temporary, old.st_uid, old.st_gid)
+    if group is not None:
+        try:
+            os.chown(temporary, -1, group)
+        except PermissionError:
+            os.unlink(temporary)
+            raise UsersError(f"{path}: cannot give it to group {grp.getgrgid(group).gr_name}: run as root or as a "
+                             "member of that group") from None
+        mode |= stat.S_IRGRP
+    os.chmod(temporary, mode)
     os.replace(temporary, path)
 
 
 @dataclass(frozen=True)
 class UserDirectory:
-    """The directory holding users.toml, mosquitto.passwd, mosquitto.acl and amqtt.passwd."""
+    """The directory holding users.toml, mosquitto.passwd, mosquitto.acl and amqtt.passwd; `group`: the group the
+    files are given to (read access included), None for the default (`mosquitto` as root, see BROKER_GROUP)."""
 
     path: Path
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.group is not None:
+            _group_id(self.group)  # a wrong --group is refused before a password is asked for
 
     @property
     def users_file(self) -> Path:
@@ -261,12 +301,16 @@ class UserDirectory:
                         self.password_hashes(self.mosquitto_passwords), self.password_hashes(self.amqtt_passwords))
 
     def _write(self, users: Sequence[User], mosquitto: dict[str, str], amqtt: dict[str, str]) -> None:
+        group = _group_id(self.group) if self.group is not None else None
+        new_file_group = group if group is not None else _default_group_id()
         # Rights first and passwords last: a crash in between leaves a user unable to log in, never one that
         # logs in with rights it should no longer have.
-        _replace(self.mosquitto_acl, mosquitto_acl(users), 0o644)
-        _replace(self.users_file, _users_toml(users), 0o644)
-        _replace(self.mosquitto_passwords, _password_file("mosquitto.passwd", users, mosquitto), 0o640)
-        _replace(self.amqtt_passwords, _password_file("amqtt.passwd", users, amqtt), 0o640)
+        files = ((self.mosquitto_acl, mosquitto_acl(users), 0o644),
+                 (self.users_file, _users_toml(users), 0o644),
+                 (self.mosquitto_passwords, _password_file("mosquitto.passwd", users, mosquitto), 0o640),
+                 (self.amqtt_passwords, _password_file("amqtt.passwd", users, amqtt), 0o640))
+        for path, text, mode in files:
+            _replace(path, text, mode, group, new_file_group)
 
     @staticmethod
     def password_hashes(path: Path) -> dict[str, str]:
@@ -281,7 +325,12 @@ class UserDirectory:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold the directory's lock, so that two `user` commands at once do not lose each other's change."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True)
+        except FileExistsError:
+            pass
+        else:
+            self.path.chmod(0o755)  # whatever the umask: the broker, once it has dropped root, must enter it
         with (self.path / ".users.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:

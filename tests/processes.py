@@ -16,10 +16,13 @@ STOP_TIMEOUT = 20.0
 
 
 class ChildProcess:
-    """``python -m bridge <args>`` with its output in a log file."""
+    """``python -m bridge <args>`` (or ``command <args>``, run in ``cwd``) with its output in a log file."""
 
-    def __init__(self, args: Sequence[str], log_path: Path, ready_line: str) -> None:
+    def __init__(self, args: Sequence[str], log_path: Path, ready_line: str,
+                 command: Sequence[str] = (sys.executable, "-m", "bridge"), cwd: Path = REPO) -> None:
         self.args = list(args)
+        self.command = list(command)
+        self.cwd = cwd
         self.log_path = log_path
         self.ready_line = ready_line
         self.proc: subprocess.Popen[bytes] | None = None
@@ -36,7 +39,7 @@ class ChildProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bridge", *self.args], cwd=REPO,
+        self.proc = subprocess.Popen([*self.command, *self.args], cwd=self.cwd,
                                      stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT

@@ -48,6 +48,31 @@ def payloads(probe: MqttProbe, topic: str, count: int, timeout: float = 15.0) ->
     return [json.loads(m.payload) for m in messages[:count]]
 
 
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_capability_follows_the_samples_and_seq_keeps_its_type(broker: BrokerHandle, database: str,
+                                                               tmp_path: Path) -> None:
+    """The retained limits of a characteristic with spec limits are republished as its capability
+    moves (here with no minimum interval); a string seq comes back a string."""
+    config = write_config(tmp_path, '[[characteristic]]\nid = 1\nname = "s"\ntopic = "plant/s"\n'
+                                    'chart = "imr"\nbaseline = 3\nusl = 13.0\nlsl = 7.0\n')
+    bridge = bridge_process(tmp_path, broker.url("bridge"), database, config, "bridge:test",
+                            "--capability-interval", "0")
+    bridge.start()
+    try:
+        with MqttProbe(broker, "tcp") as probe:
+            probe.subscribe("spc/1/#")
+            for k, value in enumerate([10.0, 10.4, 9.8, 10.1, 11.5, 8.2]):
+                probe.publish("plant/s", json.dumps({"value": value, "seq": f"r-{k}"}))
+            samples = payloads(probe, "spc/1/sample", 6)
+            limits = payloads(probe, "spc/1/limits", 5)  # baseline, monitoring, then one per sample
+        assert [s["seq"] for s in samples] == [f"r-{k}" for k in range(6)]
+        capability = [lim["capability"] for lim in limits if lim["phase"] == "monitoring"]
+        assert len(capability) >= 3 and len({c["ppk"] for c in capability}) == len(capability)
+    finally:
+        bridge.stop()
+
+
 def test_gauge_to_tcp_and_websocket_subscribers(broker: BrokerHandle, database: str,
                                                 tmp_path: Path) -> None:
     """Samples, violations and retained limits reach a TCP and a WebSocket subscriber alike."""
@@ -77,7 +102,7 @@ def test_gauge_to_tcp_and_websocket_subscribers(broker: BrokerHandle, database: 
             assert [s["zone"] for s in samples] == ["zone_c_upper", "zone_c_upper", "beyond_ucl"]
             assert [s["in_control"] for s in samples] == [True, True, False]
             assert samples[1]["timestamp"] == "2026-11-26T12:00:00.123+01:00"  # kept exactly
-            assert samples[1]["seq"] == "7" and samples[2]["mr"] == pytest.approx(3.4)
+            assert samples[1]["seq"] == 7 and samples[2]["mr"] == pytest.approx(3.4)  # an integer stays one
             assert set(samples[0]) == {"sample_id", "characteristic_id", "timestamp", "value", "zone",
                                        "in_control", "n"}
             assert violations == [{

@@ -89,7 +89,7 @@ def test_broker_away_for_ten_seconds(broker: BrokerHandle, tmp_path: Path) -> No
         assert_nothing_lost_or_doubled(gauges, recorder, db, timeout=90)
         # everything may have been delivered before the outage; the reconnect comes with the
         # bridge's backoff (up to 16 s after 10 s away)
-        wait_until(lambda: "MQTT Connected(number=2" in bridge.output(), 60, "the reconnect")
+        wait_until(lambda: "(connection 2, " in bridge.output(), 60, "the reconnect")
 
 
 @DURABLE_BROKER

@@ -50,9 +50,16 @@ class ConnectionManager:
         self._largest = 0  # the most entries _subscribers has had since it was last rebuilt
         self._numbers = 0
         self._closing: set[asyncio.Task[None]] = set()
+        self.sent = 0  # messages written to clients
+        self.dropped = 0  # messages for clients that were never written: too slow, or gone meanwhile
 
     def __len__(self) -> int:
         return len(self._clients)
+
+    @property
+    def subscriptions(self) -> int:
+        """Subscriptions of every client together (a client's to each of its characteristics)."""
+        return sum(len(client.subscriptions) for client in list(self._clients))
 
     def connect(self, websocket: ServerConnection) -> Client:
         """Register a new connection and start writing to it."""
@@ -68,6 +75,7 @@ class ConnectionManager:
         if client not in self._clients:
             return
         self._clients.discard(client)
+        self.dropped += client.outbox.qsize()
         self.unsubscribe(client, list(client.subscriptions))
         client.subscriptions = set()
         if client.writer is not None and client.writer is not asyncio.current_task():
@@ -111,6 +119,7 @@ class ConnectionManager:
         try:
             client.outbox.put_nowait(text)
         except asyncio.QueueFull:
+            self.dropped += 1
             self.disconnect(client, f"too slow: {self.max_pending} messages waiting")
             client.websocket.transport.abort()  # it is not reading: a close frame would never get through
 
@@ -157,5 +166,7 @@ class ConnectionManager:
             try:
                 await client.websocket.send(text)
             except ConnectionClosed as closed:
+                self.dropped += 1
                 self.disconnect(client, f"connection lost while sending ({closed})")
                 return
+            self.sent += 1

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import aiomqtt
 from pydantic import ValidationError
 
+from bridge.broker_errors import connect_failure
 from bridge.config import BrokerUrl
 from bridge.contract import (
     ANY_CHARACTERISTIC, EVENT_QOS, CharacteristicRef, ack_topic, sample_topic, violation_topic,
@@ -59,6 +60,7 @@ class MqttFeed:
         self.manager = manager
         self.tls = tls
         self.subscribed = asyncio.Event()  # set while subscribed to the broker
+        self.received = 0  # events received from the broker
 
     async def run(self) -> None:
         """Receive events until cancelled; reconnect with backoff (1 s doubling to 30 s) whenever the broker goes."""
@@ -73,7 +75,7 @@ class MqttFeed:
                     self.manager.broadcast_to_all(error_message(BROKER_LOST))
                     delay = RETRY_FIRST
                 else:
-                    log.warning("cannot reach MQTT broker %s: %s; retrying in %g s", self.broker, error, delay)
+                    log.warning("%s; next attempt in %g s", connect_failure(error, self.broker).text, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
 
@@ -92,6 +94,7 @@ class MqttFeed:
                 self._forward(message)
 
     def _forward(self, message: aiomqtt.Message) -> None:
+        self.received += 1
         kind = next((k for k in KINDS if message.topic.matches(k.filter)), None)
         if kind is None or not isinstance(message.payload, bytes):
             return

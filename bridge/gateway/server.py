@@ -5,6 +5,7 @@ import errno
 import hmac
 import logging
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from http import HTTPStatus
 from types import TracebackType
 from typing import Self
@@ -14,12 +15,15 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError
 from websockets.http11 import Request, Response
 
+from bridge import version
 from bridge.gateway.connections import MAX_SUBSCRIPTIONS, Client, ConnectionManager
 from bridge.gateway.feed import MqttFeed
+from bridge.gateway.metrics import GatewayMetrics
 from bridge.gateway.protocol import (
     Ping, ProtocolError, Subscribe, error_message, ids_reply, parse_client_message, pong,
 )
 from bridge.gateway.settings import PATH, GatewaySettings
+from bridge.metrics_server import MetricsServer
 
 log = logging.getLogger("spc-bridge.gateway")
 # websockets logs every connection and every refused handshake at INFO; the gateway logs its own lines.
@@ -150,10 +154,31 @@ class Gateway:
             self.manager.send(client, ids_reply("unsubscribed", message.characteristic_ids))
 
 
+def _metrics_server(gateway: Gateway) -> AbstractContextManager[object]:
+    """/metrics and /healthz on --metrics-port while in the block (nothing without it); GatewayError if it cannot listen."""
+    settings = gateway.settings
+    if settings.metrics_port is None:
+        return nullcontext()
+    metrics = GatewayMetrics(gateway.manager, gateway.feed)
+    try:
+        server = MetricsServer(metrics.registry, metrics.problems, settings.metrics_host, settings.metrics_port)
+    except OSError as error:
+        raise GatewayError(str(error)) from None
+    log.info("metrics at %s, health at /healthz", server.url)
+    return server
+
+
 async def _serve(settings: GatewaySettings, stop: threading.Event) -> None:
-    async with Gateway(settings) as gateway:
-        log.info("listening on %s (%s; heartbeat %g s, timeout %g s; fed by %s) (Ctrl-C stops it)",
-                 gateway.url, "token required" if settings.auth else "no token",
+    gateway = Gateway(settings)
+    with _metrics_server(gateway):
+        await _run(gateway, stop)
+
+
+async def _run(gateway: Gateway, stop: threading.Event) -> None:
+    settings = gateway.settings
+    async with gateway:
+        log.info("spc-bridge %s gateway listening on %s (%s; heartbeat %g s, timeout %g s; fed by %s) "
+                 "(Ctrl-C stops it)", version(), gateway.url, "token required" if settings.auth else "no token",
                  settings.heartbeat_interval, settings.heartbeat_timeout, settings.broker)
         while not stop.is_set():
             failure = gateway.failure()
@@ -161,6 +186,10 @@ async def _serve(settings: GatewaySettings, stop: threading.Event) -> None:
                 log.error("a gateway task failed", exc_info=failure)
                 raise GatewayError(f"stopped by an unexpected error: {failure!r}") from failure
             await asyncio.sleep(STOP_POLL)
+        manager = gateway.manager
+        log.info("gateway stopping: %d messages sent to dashboards, %d dropped (clients too slow or gone); closing "
+                 "%d connections", manager.sent, manager.dropped, len(manager),
+                 extra={"sent": manager.sent, "dropped": manager.dropped, "connections": len(manager)})
 
 
 def run_gateway(settings: GatewaySettings, stop: threading.Event) -> int:

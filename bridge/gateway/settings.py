@@ -10,6 +10,8 @@ from pathlib import Path
 from bridge.config import DEFAULT_BROKER, BrokerUrl, ConfigError, parse_broker_url
 
 TOKEN_ENV = "SPC_BRIDGE_GATEWAY_TOKEN"
+METRICS_PORT_ENV = "SPC_BRIDGE_GATEWAY_METRICS_PORT"
+METRICS_HOST_ENV = "SPC_BRIDGE_GATEWAY_METRICS_HOST"
 BROKER_ENV = "SPC_BRIDGE_BROKER"
 DEFAULT_PORT = 8765
 PATH = "/ws"
@@ -27,10 +29,14 @@ class GatewaySettings:
     tokens: tuple[str, ...] = ()
     max_pending: int = 1000
     ca_file: Path | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # None: no metrics and health endpoint
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port: must be 0..65535, got {self.port}")
+        if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics-port: must be 1..65535, got {self.metrics_port}")
         for name in ("heartbeat_interval", "heartbeat_timeout"):
             value = getattr(self, name)
             if not (isfinite(value) and value > 0):
@@ -80,6 +86,12 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
                         help="messages waiting for one client before it is dropped as too slow (default 1000)")
     parser.add_argument("--ca-file", type=Path, default=None, metavar="FILE",
                         help="CA certificates (PEM) to verify an mqtts:// or wss:// broker")
+    parser.add_argument("--metrics-port", type=int, default=os.environ.get(METRICS_PORT_ENV) or None, metavar="PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz "
+                             f"(200 or 503) (default: off; environment {METRICS_PORT_ENV})")
+    parser.add_argument("--metrics-host", default=os.environ.get(METRICS_HOST_ENV) or "127.0.0.1", metavar="HOST",
+                        help="address the metrics port listens on; 0.0.0.0 for every interface (default "
+                             f"127.0.0.1; environment {METRICS_HOST_ENV})")
 
 
 def gateway_settings_from_args(ns: argparse.Namespace) -> GatewaySettings:
@@ -97,4 +109,6 @@ def gateway_settings_from_args(ns: argparse.Namespace) -> GatewaySettings:
         tokens=tokens,
         max_pending=ns.max_pending,
         ca_file=ns.ca_file,
+        metrics_host=ns.metrics_host,
+        metrics_port=ns.metrics_port,
     )

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bridge.broker_errors import refused, unreachable
 from bridge.config import BrokerUrl
 from bridge.contract import EVENT_QOS, OFFLINE, ONLINE, STATE_TOPIC
 from bridge.service.pipeline import Inbound
@@ -145,6 +146,8 @@ class MqttLink:
         self._granted: set[str] = set()
         self._refused: dict[str, tuple[float, float]] = {}  # filter -> (monotonic time to retry, wait)
         self.refusals = 0  # subscriptions the broker refused, retries included
+        self._refusal = ""  # why the broker refused the last CONNECT, until the failure is logged
+        self._client_id = client_id
         self.online = False  # ``online`` published on this connection: every subscription granted
         self._v5 = mqtt_version == "5"
         protocol = paho.MQTTv5 if self._v5 else paho.MQTTv311
@@ -203,7 +206,9 @@ class MqttLink:
         while rc == paho.MQTT_ERR_SUCCESS and self.inbox.qsize() < enough and _readable(sock):
             rc = client.loop(0)
         if rc != paho.MQTT_ERR_SUCCESS:
-            self._failed(f"connection lost ({paho.error_string(rc)})")
+            was = f"lost the connection to {self.url} ({paho.error_string(rc).rstrip('.').lower()})"
+            why, self._refusal = self._refusal or was, ""
+            self._failed(why)
 
     def _reconnect(self, timeout: float) -> None:
         wait = self._next_attempt - time.monotonic()
@@ -213,16 +218,16 @@ class MqttLink:
         try:
             self.client.reconnect()  # the CONNACK comes with a later poll
         except OSError as error:
-            self._failed(f"cannot connect: {error}")
+            self._failed(unreachable(error, self.url).text)
 
     def _failed(self, why: str) -> None:
         self._backoff = min(RECONNECT_MAX_S, self._backoff * 2 or RECONNECT_MIN_S)
         self._next_attempt = time.monotonic() + self._backoff
-        log.info("MQTT %s; next attempt in %g s", why, self._backoff)
+        log.warning("%s; next attempt in %g s", why, self._backoff)
 
     def _on_connect(self, client: paho.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            log.warning("broker refused the connection: %s", reason)
+            self._refusal = refused(reason, self.url, self._client_id).text  # logged with the backoff
             return
         self.connection += 1
         self._backoff = 0.0
@@ -238,6 +243,8 @@ class MqttLink:
         for start in range(0, len(self.topics), SUBSCRIBE_CHUNK):
             self._subscribe(self.topics[start:start + SUBSCRIBE_CHUNK])
         self.connected.set()
+        log.info("MQTT Connected to %s as %s (connection %d, %s)", self.url, self._client_id, self.connection,
+                 "session resumed" if flags.session_present else "new session")
         if self.connection > 1 and not flags.session_present:
             log.warning("the broker kept no session for %s: readings published while the bridge "
                         "was away are lost (is the broker's persistence on?)", client._client_id)

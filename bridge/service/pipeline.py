@@ -21,13 +21,19 @@ from sqlalchemy.engine import Engine
 
 from bridge.assemble import Assembler, Sample
 from bridge.config import CharacteristicConfig, Characteristics
-from bridge.contract import ERRORS_TOPIC, REQUEST_FILTER, limits_topic, sample_topic, violation_topic
+from bridge.contract import (
+    ERRORS_TOPIC, REQUEST_FILTER, is_ack_topic, limits_topic, sample_topic, violation_topic,
+)
 from bridge.ingest import IngestError, Reading, parse_reading
 from bridge.service import commands, events, subscriptions
 from bridge.service.idempotency import describe_key, reading_digest, reading_key
 from bridge.service.isolation import Processed, isolate
+from bridge.service.listener import (
+    BAD_VALUE, COMMAND_ERROR, CONFLICT, INTERNAL_ERROR, RETAINED_COMMAND, SUBSCRIPTION_REFUSED,
+    UNKNOWN_TOPIC, NoListener, PipelineListener, ingest_class,
+)
 from bridge.service.reject_limits import RejectLimiter
-from bridge.spc import ChartSpec
+from bridge.spc import MONITORING, ChartSpec, Evaluation
 from bridge.store import queries
 from bridge.store.schema import outbox, readings, rejects
 
@@ -84,10 +90,11 @@ class Characteristic:
     spec: ChartSpec
     assembler: Assembler
     published_limits: int = -1  # the evaluator's limits_version last put in the outbox
+    limits_at: float = 0.0  # monotonic time the limits event was last put in the outbox
 
 
 def _sample_payload(key: tuple[int, int], row: dict[str, Any], spec: ChartSpec,
-                    seq: str | None) -> Callable[["_Ids"], str]:
+                    seq: str | int | None) -> Callable[["_Ids"], str]:
     """The sample event of ``key``, once its id is known."""
     return lambda ids: events.sample_event(ids.samples[key], row, spec, seq)
 
@@ -100,6 +107,14 @@ def _ready(payload: str) -> Callable[["_Ids"], str]:
 def _violation_payload(position: int) -> Callable[["_Ids"], str]:
     """The event of the batch's ``position``-th violation, once the ids are known."""
     return lambda ids: events.violation_event(ids.violations[position], ids.violation_rows[position])
+
+
+def _verdict(ev: Evaluation) -> dict[str, Any]:
+    """What the engine said of a sample, by the samples table's columns (queries.VERDICT_COLUMNS)."""
+    return {"zone": ev.zone, "in_control": ev.in_control,
+            "ucl": ev.limits.ucl if ev.limits is not None else None,
+            "lcl": ev.limits.lcl if ev.limits is not None else None,
+            "cusum_upper": ev.cusum_upper, "cusum_lower": ev.cusum_lower, "ewma": ev.ewma}
 
 
 def _json(value: Any) -> str:
@@ -144,6 +159,9 @@ class _Batch:
         self.now = time.monotonic()
         self.full: Counter[str] = Counter()  # rejects kept in full, by budget (RejectLimiter)
         self.suppressed: Counter[str] = Counter()  # rejects only counted
+        self.classes: Counter[str] = Counter()  # rejects, stored or counted, by class (bridge.service.listener)
+        self.commands = 0  # messages on the request topics
+        self.acknowledged = 0  # violations acknowledged by the batch's commands
         # events in publication order: (topic, retain, payload from the ids once they are known)
         self.events: list[tuple[str, bool, Callable[[_Ids], str]]] = []
 
@@ -152,20 +170,23 @@ class Pipeline:
     """Evaluates batches of inbound messages for a set of characteristics and stores them."""
 
     def __init__(self, engine: Engine, bridge: str, configs: Sequence[CharacteristicConfig],
-                 max_payload: int = 65536) -> None:
+                 max_payload: int = 65536, capability_interval: float = 10.0) -> None:
         self.engine = engine
         self.bridge = bridge
         self.max_payload = max_payload
+        self.capability_interval = capability_interval
         self._configs = list(configs)  # until start(): the pipeline keeps only what runs
         self.ingest_roots = configs.ingest_roots if isinstance(configs, Characteristics) else ()
         self.by_topic: dict[str, Characteristic] = {}
         self.by_id: dict[int, Characteristic] = {}
         self.next_seq = 1
         self.delivered = 0  # counter of the latest delivery recorded
+        self.stored = 0  # readings committed by this process
         self.rejected = 0
         self.duplicates = 0
         self.commands = commands.Desk()
         self.reject_limits = RejectLimiter()
+        self.listener: PipelineListener = NoListener()  # told what each commit did (metrics)
         self._stale: dict[int, Characteristic] = {}  # touched by a failed batch: reload before use
         self.stale_filters: list[str] = []  # subscriptions a resumed session may hold: to unsubscribe
 
@@ -186,6 +207,7 @@ class Pipeline:
             saved = queries.load_states(conn)
             self.next_seq = queries.next_outbox_seq(conn, self.bridge)
             self.delivered = queries.last_delivery(conn, self.bridge)
+            self.listener.on_violations(queries.open_violations(conn), 0)
             # A chunk at a time, each configuration dropped once its characteristic runs: the
             # run-time objects reuse the configurations' memory instead of adding to it.
             while configs:
@@ -222,13 +244,17 @@ class Pipeline:
     def process(self, batch: Sequence[Inbound]) -> Processed[Inbound, Outgoing]:
         """Evaluate and commit a batch, rejecting alone any message that cannot be processed; its
         events (to publish after the commit), the messages to acknowledge and those to retry."""
-        return isolate(batch, self._process, self._quarantine,
+        done = isolate(batch, self._process, self._quarantine,
                        lambda error: queries.unavailable(self.engine, error))
+        if done.retry:
+            self.listener.on_unavailable(len(done.retry))
+        return done
 
     def _process(self, batch: Sequence[Inbound]) -> list[Outgoing]:
         """Evaluate and commit ``batch`` in one transaction; on failure nothing of it remains."""
         touched: dict[int, Characteristic] = {}
         saved = self.delivered, self.duplicates, self.next_seq
+        started = time.perf_counter()
         try:
             with self.engine.begin() as conn:
                 self._restore(conn)
@@ -244,19 +270,31 @@ class Pipeline:
             self.delivered, self.duplicates, self.next_seq = saved
             self._stale.update(touched)
             raise
+        self.stored += len(work.readings)
         self.rejected += len(work.rejects) + sum(work.suppressed.values())
         self.reject_limits.commit(work.now, work.full, work.suppressed)
+        self._report(batch, work, time.perf_counter() - started, self.duplicates - saved[1])
         return out
+
+    def _report(self, batch: Sequence[Inbound], work: _Batch, seconds: float, duplicates: int) -> None:
+        """Tell the listener what a committed transaction did."""
+        listener = self.listener
+        listener.on_batch(batch, seconds)
+        listener.on_readings(len(batch) - work.commands, len(work.readings), duplicates, work.commands)
+        if work.classes:
+            listener.on_rejects(work.classes)
+        if work.violations or work.acknowledged:
+            listener.on_violations(len(work.violations), work.acknowledged)
 
     def _quarantine(self, message: Inbound, error: Exception) -> list[Outgoing]:
         """Record a message that fails however it is tried as a reject, alone in its transaction."""
         reason = f"internal error: {type(error).__name__}: {error}"[:REASON_CHARS]
-        log.warning("rejected a message on %s that cannot be processed: %s", message.topic[:200], reason)
         saved = self.delivered, self.next_seq
+        started = time.perf_counter()
         try:
             with self.engine.begin() as conn:
                 work = _Batch()
-                self._reject(work, message, reason)
+                self._reject(work, message, reason, INTERNAL_ERROR)
                 self._new_deliveries(conn, work, [message])
                 queries.insert_rows(conn, rejects, work.rejects)
                 queries.record_deliveries(conn, list(work.deliveries.values()))
@@ -266,6 +304,7 @@ class Pipeline:
             raise
         self.rejected += 1
         self.reject_limits.commit(work.now, work.full, work.suppressed)
+        self._report([message], work, time.perf_counter() - started, 0)
         return out
 
     def _restore(self, conn: Any) -> None:
@@ -285,7 +324,7 @@ class Pipeline:
             if suppressed:
                 reason = (f"{suppressed} more rejects on this topic were counted but not stored: only the"
                           f" first {self.reject_limits.full_per_window} each {self.reject_limits.window_s:g} s are")
-                self._record_reject(work, topic, reason, b"", datetime.now(timezone.utc))
+                self._record_reject(work, topic, reason, b"", datetime.now(timezone.utc), None)
 
     def _new_deliveries(self, conn: Any, work: _Batch, batch: Sequence[Inbound]) -> list[Inbound]:
         """The messages of ``batch`` that are not redeliveries of messages processed before: a DUP
@@ -331,7 +370,8 @@ class Pipeline:
                     if known[(ch.id, key)] in (digest, None):  # None: stored by 0.1, which kept no digest
                         self.duplicates += 1
                     else:
-                        self._reject(work, message, f"{describe_key(key)} already stored with another value")
+                        self._reject(work, message, f"{describe_key(key)} already stored with another value",
+                                     CONFLICT)
                     continue
                 known[(ch.id, key)] = digest
             elif message.retained:
@@ -346,33 +386,39 @@ class Pipeline:
     def _parse(self, work: _Batch, message: Inbound) -> tuple[Inbound, Characteristic, Reading] | None:
         request = commands.parse_request_topic(message.topic)
         if request is not None:
+            work.commands += 1
             if message.retained and message.payload:  # replayed by the broker: reject it and clear it
-                self._reject(work, message, commands.RETAINED_IGNORED)
+                self._reject(work, message, commands.RETAINED_IGNORED, RETAINED_COMMAND)
                 work.events += [(t, r, _ready(p)) for t, p, r in commands.clear_retained(message.topic)]
             else:
                 work.requests.append((message, *request))
             return None
         ch = self.by_topic.get(message.topic)
         if ch is None:
-            self._reject(work, message, f"no characteristic for topic {message.topic}")
+            self._reject(work, message, f"no characteristic for topic {message.topic}", UNKNOWN_TOPIC)
             return None
         try:
             return message, ch, parse_reading(message.payload, message.received_at, self.max_payload)
         except IngestError as error:
-            self._reject(work, message, str(error))
+            reason = str(error)
+            self._reject(work, message, reason, ingest_class(reason))
             return None
 
-    def _reject(self, work: _Batch, message: Inbound, reason: str) -> None:
-        self._record_reject(work, message.topic, reason, message.payload, message.received_at)
+    def _reject(self, work: _Batch, message: Inbound, reason: str, kind: str) -> None:
+        self._record_reject(work, message.topic, reason, message.payload, message.received_at, kind)
 
     def _record_reject(self, work: _Batch, topic: str, reason: str, payload: bytes,
-                       received_at: datetime) -> None:
-        """Store and publish a reject, unless its topic has had its full rejects this minute."""
+                       received_at: datetime, kind: str | None) -> None:
+        """Store and publish a reject, unless its topic has had its full rejects this minute; count
+        it by ``kind`` (None: a summary of rejects counted before, not a reject itself)."""
+        if kind is not None:
+            work.classes[kind] += 1
         budget = self.reject_limits.key(topic)
         if not self.reject_limits.admit(budget, work.now, work.full):
             work.suppressed[budget] += 1
             return
         work.full[budget] += 1
+        log.warning("reject on %s: %s", topic[:200], reason, extra={"topic": topic[:200], "reason": reason})
         work.rejects.append(_reject_row(topic, reason, payload, received_at))
         event = events.error_event(topic, reason, payload, _iso(received_at))
         work.events.append((ERRORS_TOPIC, False, _ready(event)))
@@ -382,7 +428,7 @@ class Pipeline:
         try:
             accepted = ch.assembler.accept(reading)
         except IngestError as error:
-            self._reject(work, message, str(error))
+            self._reject(work, message, str(error), BAD_VALUE)
             return
         key, digest = work.keys[id(reading)]
         work.readings.append({
@@ -393,32 +439,32 @@ class Pipeline:
             "count": reading.count, "n": reading.n,
         })
         for sample in accepted.completed:
-            self._sample(work, ch, sample, reading.seq if sample.whole else None)
-        if ch.assembler.evaluator.limits_version != ch.published_limits:
-            self._limits(work, ch)
+            self._sample(work, ch, sample, reading.sent_seq() if sample.whole else None)
+        evaluator = ch.assembler.evaluator
+        if evaluator.limits_version != ch.published_limits or (
+                accepted.completed and evaluator.phase == MONITORING
+                and (ch.spec.usl is not None or ch.spec.lsl is not None)
+                and work.now - ch.limits_at >= self.capability_interval):
+            self._limits(work, ch)  # new limits, or a capability that moved with the samples
 
-    def _sample(self, work: _Batch, ch: Characteristic, sample: Sample, seq: str | None) -> None:
+    def _sample(self, work: _Batch, ch: Characteristic, sample: Sample, seq: str | int | None) -> None:
         cid = ch.id
         evaluator = ch.assembler.evaluator
         for ev in sample.evaluations:
             key = (cid, ev.index)
+            verdict = _verdict(ev)
             if ev.index == sample.idx:
-                row = {
-                    "characteristic_id": cid, "idx": ev.index, "ts": sample.ts, "value": ev.value,
-                    "n": ev.n, "spread": ev.spread, "zone": ev.zone, "in_control": ev.in_control,
-                    "ucl": ev.limits.ucl if ev.limits is not None else None,
-                    "lcl": ev.limits.lcl if ev.limits is not None else None,
-                }
+                row = {"characteristic_id": cid, "idx": ev.index, "ts": sample.ts, "value": ev.value,
+                       "n": ev.n, "spread": ev.spread, **verdict}
                 work.sample_at[key] = len(work.samples)
                 work.samples.append(row)
                 # the event tells the verdict as the sample arrived, whatever the batch holds after it
                 work.events.append((sample_topic(cid), False,
                                     _sample_payload(key, dict(row), evaluator.spec, seq)))
             elif key in work.sample_at:  # a baseline sample of this same batch, judged late
-                work.samples[work.sample_at[key]].update(zone=ev.zone, in_control=ev.in_control)
+                work.samples[work.sample_at[key]].update(verdict)
             else:
-                work.judged.append({"cid": cid, "i": ev.index, "zone": ev.zone,
-                                    "in_control": ev.in_control})
+                work.judged.append({"cid": cid, "i": ev.index, **verdict})
             for violation in ev.violations:
                 work.events.append((violation_topic(cid), False,
                                     _violation_payload(len(work.violations))))
@@ -426,7 +472,7 @@ class Pipeline:
 
     def _limits(self, work: _Batch, ch: Characteristic) -> None:
         evaluator = ch.assembler.evaluator
-        ch.published_limits = evaluator.limits_version
+        ch.published_limits, ch.limits_at = evaluator.limits_version, work.now
         payload = events.limits_event(ch.id, evaluator)
         work.events.append((limits_topic(ch.id), True, _ready(payload)))
 
@@ -461,8 +507,9 @@ class Pipeline:
         for (message, _, _), outcome in zip(work.requests, outcomes):
             for topic, payload, retain in outcome.events:
                 work.events.append((topic, retain, _ready(payload)))
+                work.acknowledged += is_ack_topic(topic)
             if outcome.error is not None:
-                self._reject(work, message, outcome.error)
+                self._reject(work, message, outcome.error, COMMAND_ERROR)
 
     def _write_events(self, conn: Any, work: _Batch, ids: _Ids) -> list[Outgoing]:
         out = [Outgoing(self.next_seq + i, topic, build(ids), retain)
@@ -478,7 +525,7 @@ class Pipeline:
         a reject without payload, alone in its transaction; return its event, to publish."""
         saved = self.next_seq
         work = _Batch()
-        self._record_reject(work, topic, reason, b"", datetime.now(timezone.utc))
+        self._record_reject(work, topic, reason, b"", datetime.now(timezone.utc), SUBSCRIPTION_REFUSED)
         try:
             with self.engine.begin() as conn:
                 queries.insert_rows(conn, rejects, work.rejects)
@@ -488,4 +535,5 @@ class Pipeline:
             raise
         self.rejected += len(work.rejects) + sum(work.suppressed.values())
         self.reject_limits.commit(work.now, work.full, work.suppressed)
+        self.listener.on_rejects(work.classes)
         return out

@@ -8,6 +8,7 @@ sent again on start. The highest seq below which every event is confirmed is
 wait (the broker is away), the rest stay only in the database and are read back in order.
 """
 
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from queue import Empty, SimpleQueue
@@ -33,11 +34,15 @@ class Publisher:
         self._seq_of_mid: dict[int, int] = {}
         self.confirmations: SimpleQueue[int] = SimpleQueue()  # mids, from the network thread
         self.confirmed_up_to = 0
+        self.confirmed_at = time.monotonic()  # when confirmed_up_to last advanced (or the start)
+        self.published = 0  # events the broker has confirmed
+        self._last_seq = 0  # of the latest event handed over
 
     def add(self, events: Sequence[Outgoing]) -> None:
         """Queue committed events (in seq order)."""
         if not events:
             return
+        self._last_seq = events[-1].seq
         if self._spilled_after is None and len(self.waiting) + len(events) > self.memory:
             self._spilled_after = events[0].seq - 1
         if self._spilled_after is None:
@@ -47,6 +52,12 @@ class Publisher:
     def idle(self) -> bool:
         """True when every event handed over has been confirmed by the broker."""
         return not self.waiting and not self._outstanding and self._spilled_after is None
+
+    @property
+    def depth(self) -> int:
+        """Events handed over and not yet confirmed by the broker, in memory or only in the outbox."""
+        after = self._spilled_after  # read once: the metrics thread asks while the bridge's changes it
+        return len(self.waiting) + len(self._outstanding) + (self._last_seq - after if after is not None else 0)
 
     def pump(self) -> None:
         """Record confirmations and send as many waiting events as the window allows."""
@@ -75,9 +86,13 @@ class Publisher:
             seq = self._seq_of_mid.pop(mid, None)
             if seq is not None:
                 self._outstanding[seq] = True
+                self.published += 1
+        advanced = self.confirmed_up_to
         while self._outstanding:
             seq, confirmed = next(iter(self._outstanding.items()))
             if not confirmed:
                 break
             self._outstanding.popitem(last=False)
             self.confirmed_up_to = seq
+        if self.confirmed_up_to != advanced:
+            self.confirmed_at = time.monotonic()

@@ -11,22 +11,30 @@ import gc
 import logging
 import threading
 import time
+from collections import Counter
+from contextlib import AbstractContextManager, nullcontext
 from queue import Empty, SimpleQueue
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from bridge import version
 from bridge.config import CharacteristicConfig, Settings
-from bridge.service.mqtt import Connected, Disconnected, MqttLink, SubscriptionRefused
+from bridge.metrics_server import MetricsServer
+from bridge.service.metrics import BridgeMetrics
+from bridge.service.mqtt import MqttLink, SubscriptionRefused
 from bridge.service.pipeline import Inbound, Pipeline
 from bridge.service.publisher import Publisher
-from bridge.store.queries import create_tables, open_database
+from bridge.store.failures import DatabaseUnusable, open_engine, permanent, shown
+from bridge.store.queries import create_tables
 
 log = logging.getLogger(__name__)
 FORGET_EVERY_S = 1.0
 RETRY_MAX_S = 10.0
 STOP_DRAIN_S = 5.0
 IDLE_S = 0.05  # the longest wait for the network while nothing has arrived
+SLOW_BATCH_S = 1.0  # a batch that takes longer to evaluate and commit is logged
+SHOWN_FILTERS = 10  # subscriptions named in the start-up line; the rest are counted
 
 
 def _take(inbox: "SimpleQueue[Any]", size: int) -> list[Any]:
@@ -46,8 +54,8 @@ class Bridge:
     def __init__(self, settings: Settings, configs: list[CharacteristicConfig]) -> None:
         self.settings = settings
         self.inbox: SimpleQueue[Any] = SimpleQueue()
-        self.pipeline = Pipeline(open_database(settings.db_url), settings.client_id, configs,
-                                 settings.max_payload)
+        self.pipeline = Pipeline(open_engine(settings.db_url), settings.client_id, configs,
+                                 settings.max_payload, settings.capability_interval)
         self.link = MqttLink(
             settings.broker, settings.client_id, self.inbox, self._confirmed,
             settings.mqtt_version, *(str(p) if p else None for p in
@@ -57,6 +65,21 @@ class Bridge:
         # message in flight on each PUBACK (O(window) per event), so it is left unlimited.
         self.link.client.max_inflight_messages_set(0)
         self.ready = threading.Event()
+        self.metrics: BridgeMetrics | None = None
+        if settings.metrics_port is not None:
+            self.metrics = BridgeMetrics(self.pipeline, self.publisher, self.link.connected, self.ready)
+            self.pipeline.listener = self.metrics
+        self._published_from = 0  # events after this outbox seq are this run's to publish
+
+    def serve_metrics(self) -> AbstractContextManager[object]:
+        """Serve /metrics and /healthz on --metrics-port while in the block (nothing without it);
+        OSError if the port cannot be listened on."""
+        if self.metrics is None:
+            return nullcontext()
+        server = MetricsServer(self.metrics.registry, self.metrics.problems, self.settings.metrics_host,
+                               self.settings.metrics_port or 0)
+        log.info("metrics at %s, health at /healthz", server.url)
+        return server
 
     def _confirmed(self, mid: int) -> None:
         self.publisher.confirmations.put(mid)
@@ -65,7 +88,14 @@ class Bridge:
         """Run until ``stop`` is set, then finish the work in hand and go offline."""
         if not self._open_database(stop):
             return
-        self.publisher.add(self.pipeline.start())
+        try:
+            pending = self.pipeline.start()
+        except DBAPIError as error:
+            raise DatabaseUnusable(permanent(self.pipeline.engine, error) or f"database {shown(self.settings.db_url)}: "
+                                   f"{' '.join(str(error.orig or error).split())}") from error
+        self.publisher.add(pending)
+        self._published_from = pending[0].seq - 1 if pending else self.pipeline.next_seq - 1
+        self._log_start()
         # The characteristics live as long as the process: out of the collector's sight, a full
         # collection no longer walks them (over 100 ms with 10,000 of them, a latency spike).
         # Collect first, or the start-up's garbage would be frozen with them.
@@ -81,9 +111,7 @@ class Bridge:
             items = retry or self._collect()
             messages = [i for i in items if isinstance(i, Inbound)]
             for item in items:
-                if isinstance(item, (Connected, Disconnected)):
-                    log.info("MQTT %s", item)
-                elif isinstance(item, SubscriptionRefused):  # logged by the link; stored and published here
+                if isinstance(item, SubscriptionRefused):  # connection changes are logged by the link  # logged by the link; stored and published here
                     try:
                         self.publisher.add(self.pipeline.record_error(item.topic_filter, item.reason))
                     except Exception:
@@ -123,13 +151,16 @@ class Bridge:
 
     def _open_database(self, stop: threading.Event) -> bool:
         """Create the tables, waiting with backoff while the database is unreachable; False if
-        stopped meanwhile."""
+        stopped meanwhile, DatabaseUnusable if waiting cannot help (bridge.store.failures)."""
         backoff = 0.0
         while True:
             try:
                 create_tables(self.pipeline.engine)
                 return True
             except DBAPIError as error:
+                problem = permanent(self.pipeline.engine, error)
+                if problem is not None:
+                    raise DatabaseUnusable(problem) from error
                 backoff = min(RETRY_MAX_S, backoff * 2 or 1.0)
                 log.warning("database %s unreachable (%s); next attempt in %g s",
                             self.pipeline.engine.url.render_as_string(hide_password=True),
@@ -140,7 +171,13 @@ class Bridge:
     def _handle(self, messages: list[Inbound]) -> list[Inbound]:
         """Process a batch: acknowledge what is committed or rejected, publish its events; return
         the messages to retry (the database is unreachable)."""
+        started = time.monotonic()
         done = self.pipeline.process(messages)
+        took = time.monotonic() - started
+        if took > SLOW_BATCH_S:
+            log.warning("a batch of %d messages took %.1f s to evaluate and commit (over %g s): is the database "
+                        "slow or overloaded?", len(messages), took, SLOW_BATCH_S,
+                        extra={"batch_size": len(messages), "duration_s": round(took, 3)})
         for message in done.handled:
             self.link.ack(message.token)
         self.publisher.add(done.events)
@@ -165,3 +202,23 @@ class Bridge:
         self.publisher.pump()
         self._forget(self.publisher.confirmed_up_to)
         self.link.stop()
+        self._log_stop()
+
+    def _log_start(self) -> None:
+        """One line: version, broker, database, characteristics by chart, subscriptions."""
+        charts = Counter(ch.spec.chart for ch in self.pipeline.by_id.values())
+        topics = self.pipeline.topics
+        more = f" and {len(topics) - SHOWN_FILTERS} more" if len(topics) > SHOWN_FILTERS else ""
+        log.info("spc-bridge %s starting: broker %s as %s, database %s, %d characteristics (%s), subscribing to %s%s",
+                 version(), self.settings.broker, self.settings.client_id, shown(self.settings.db_url),
+                 len(self.pipeline.by_id), ", ".join(f"{chart} {n}" for chart, n in sorted(charts.items())),
+                 ", ".join(topics[:SHOWN_FILTERS]), more)
+
+    def _log_stop(self) -> None:
+        """One line: what this run stored, dropped, rejected and published."""
+        pipeline = self.pipeline
+        published = max(0, self.publisher.confirmed_up_to - self._published_from)
+        log.info("stopped: %d readings stored, %d duplicates dropped, %d rejects, %d events published",
+                 pipeline.stored, pipeline.duplicates, pipeline.rejected, published,
+                 extra={"stored": pipeline.stored, "duplicates": pipeline.duplicates,
+                        "rejects": pipeline.rejected, "published": published})

@@ -4,6 +4,7 @@ mosquitto.conf (whose `plugin` line they point at the built file)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -11,7 +12,10 @@ from pathlib import Path
 __all__ = ["PLUGIN_LINE", "SOURCE_DIR", "build"]
 
 SOURCE_DIR = Path(__file__).resolve().parent
-_BUILD_DIR = SOURCE_DIR.parents[1] / "build" / "mosquitto_plugin"
+# build/ of the repository; an installed package (site-packages may be read-only) builds in the user's cache.
+_CHECKOUT = SOURCE_DIR.parents[1]
+_BUILD_DIR = (_CHECKOUT / "build" if (_CHECKOUT / "pyproject.toml").is_file() else
+              Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spc-bridge") / "mosquitto_plugin"
 _BUILD_TIMEOUT_S = 120.0
 # mosquitto.conf's line that loads the plugin (production path; `make install` puts it there).
 PLUGIN_LINE = re.compile(r"^plugin /usr/local/lib/spc-bridge/clientid_owner\.so$", re.MULTILINE)
