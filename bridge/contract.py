@@ -28,7 +28,7 @@ ACK_COMMAND = "ack"
 HISTORY_COMMAND = "history"
 COMMANDS = (ACK_COMMAND, HISTORY_COMMAND)
 
-# Bounds of a request, checked before it costs the bridge anything (README, "Topics").
+# Bounds of a request, checked before it costs the bridge anything (docs/design.md, "Bounds").
 MAX_REQUEST_BYTES = 16 * 1024    # the whole payload
 MAX_REQUEST_DEPTH = 8            # nested arrays and objects (a request needs 2)
 MAX_COMMAND_CHARS = 64           # the <command> of the topic
@@ -50,7 +50,7 @@ def response_topic(user: str, command: str) -> str:
     return f"{RESPONSE_ROOT}/{user}/{command}"
 
 
-ANY_CHARACTERISTIC = "+"  # in place of an id: a topic filter for every characteristic
+ANY_CHARACTERISTIC: Literal["+"] = "+"  # in place of an id: a topic filter for every characteristic
 CharacteristicRef = int | Literal["+"]
 
 

@@ -5,7 +5,7 @@ whole subgroup ``{"values": [74.03, 74.00, ...]}``; attribute counts ``{"count":
 (``n`` optional: the nominal size). Each object may carry ``"ts"`` (ISO 8601, kept exactly as sent)
 and ``"seq"`` or ``"id"`` (identifies the reading for de-duplication). Other keys are ignored.
 
-Every bound is checked here, before the engine or the database sees a value (README, "Bounds
+Every bound is checked here, before the engine or the database sees a value (docs/design.md, "Bounds
 of a reading"): nesting depth before decoding, number literals within the range of floats, measurements
 within ±MAX_MAGNITUDE, counts and sample sizes within 32 bits, timestamps and identifiers within
 their columns and a timestamp's instant within the years MIN_YEAR..MAX_YEAR.

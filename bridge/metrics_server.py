@@ -78,8 +78,9 @@ class MetricsServer:
     @property
     def url(self) -> str:
         """Where the metrics are served."""
-        host, port = self._server.server_address[:2]
-        return f"http://{f'[{host}]' if ':' in str(host) else host}:{port}/metrics"
+        address = self._server.server_address
+        host, port = str(address[0]), address[1]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
     def close(self) -> None:
         """Stop serving and free the port."""

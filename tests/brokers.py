@@ -67,6 +67,17 @@ class BrokerHandle(Listeners, Protocol):
         """Stop the broker."""
 
 
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a broker process by PID, SIGKILL if it has not exited within STOP_TIMEOUT."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(STOP_TIMEOUT)
+
+
 def free_port(host: str = HOST) -> int:
     """Return a TCP port on `host` that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -172,15 +183,8 @@ class MosquittoProcess(_BrokerUrl):
     def stop(self) -> None:
         """Stop Mosquitto by PID: SIGTERM (it saves its database), SIGKILL if it has not exited within STOP_TIMEOUT."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(STOP_TIMEOUT)
+        if proc is not None:
+            terminate(proc)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines Mosquitto logged."""

@@ -4,14 +4,12 @@ the test users of every role, each allowed everything but what a test denies the
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.brokers import HOST, START_TIMEOUT, STOP_TIMEOUT, _BrokerUrl, free_port, wait_for_ports
+from tests.brokers import HOST, START_TIMEOUT, _BrokerUrl, free_port, terminate, wait_for_ports
 from tests.credentials import ROLE_USERS, password
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/bin/nats-server"
@@ -71,11 +69,5 @@ class NatsProcess(_BrokerUrl):
     def stop(self) -> None:
         """SIGTERM by PID, SIGKILL if it has not exited within STOP_TIMEOUT."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(STOP_TIMEOUT)
+        if proc is not None:
+            terminate(proc)

@@ -24,7 +24,7 @@ READINGS = 5000
 RATE = 700.0  # readings per second: the stream lasts about 7 s
 
 # Restarts of the broker are Mosquitto's: amqtt 0.12 keeps sessions and queued messages in memory only, so a
-# restart of the embedded broker loses them (README: use Mosquitto where no reading may be lost). What the
+# restart of the embedded broker loses them (docs/brokers.md: use Mosquitto where no reading may be lost). What the
 # bridge does then is test_subscriptions_restored_when_the_broker_lost_the_session.
 DURABLE_BROKER = pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
 
@@ -57,7 +57,7 @@ def test_kill_bridge_three_times(broker: BrokerHandle, tmp_path: Path) -> None:
             time.sleep(rng.uniform(0.0, 0.5))
             bridge.start()
         gauges.wait(60)
-        # amqtt lets new messages overtake the redeliveries when a client reconnects (README,
+        # amqtt lets new messages overtake the redeliveries when a client reconnects (docs/brokers.md,
         # "Brokers"), so on the embedded broker readings are compared as sets; events still
         # follow the stored order.
         assert_nothing_lost_or_doubled(gauges, recorder, db, gauge_order=broker.kind == "mosquitto")
@@ -96,7 +96,7 @@ def test_broker_away_for_ten_seconds(broker: BrokerHandle, tmp_path: Path) -> No
 def test_kill_broker_while_the_bridge_drains(broker: MosquittoProcess, tmp_path: Path) -> None:
     """kill -9 Mosquitto while the bridge drains a backlog queued on its session: the broker restarts
     from its last save and delivers again, as new messages, readings already stored. Readings with a
-    seq, an id or a ts are stored exactly once all the same; bare numbers at least once (README)."""
+    seq, an id or a ts are stored exactly once all the same; bare numbers at least once (docs/design.md)."""
     with streaming(broker, tmp_path, 10_000, 5000.0) as (bridge, gauges, recorder, db):
         bridge.stop()
         gauges.start()

@@ -36,7 +36,7 @@ from bridge.service import events
 from bridge.service.budget import Budget
 from bridge.spc import Evaluator
 from bridge.store import queries
-from bridge.store.schema import outbox, violations
+from bridge.store.schema import TOPIC_CHARS, USER_CHARS
 
 log = logging.getLogger(__name__)
 # A batch's readings are committed after its commands: these bound what commands add to their latency
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 MAX_PER_BATCH = 50
 BATCH_SECONDS = 0.05
 FLOOD_LOG_S = 60.0  # at most one warning this often about requests left unanswered
-MAX_USER_CHARS = violations.c.ack_user.type.length
+MAX_USER_CHARS = USER_CHARS
 RETAINED_IGNORED = ("retained command ignored: a request is carried out when it is sent, never "
                     "replayed; publish requests without the retain flag")
 
@@ -86,7 +86,7 @@ def parse_request_topic(topic: str) -> tuple[str, str] | None:
 def clear_retained(topic: str) -> list[Event]:
     """The event that deletes a retained request from the broker (an empty retained message), so
     it is not replayed at the next start; none for a topic too long to be one."""
-    return [(topic, "", True)] if len(topic) <= outbox.c.topic.type.length else []
+    return [(topic, "", True)] if len(topic) <= TOPIC_CHARS else []
 
 
 def _screen(payload: bytes) -> None:

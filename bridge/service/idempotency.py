@@ -3,7 +3,7 @@
 A reading's key is its ``seq``/``id`` when the gauge gives one, else its timestamp when the gauge
 gives one, compared as the instant it names (``...Z`` and ``...+00:00`` are the same). ``seq``
 compares as text: ``17`` and ``"17"`` are the same seq. A reading with neither has no key: only
-its delivery can tell a resend (README, "Nothing lost, nothing doubled").
+its delivery can tell a resend (docs/design.md, "Nothing lost, nothing doubled").
 
 The digest covers what the reading says: its measurements or count and n, and the instant of its
 timestamp when the gauge gave one. The same key with the same digest is the same reading sent again; the same key

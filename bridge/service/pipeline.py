@@ -35,12 +35,11 @@ from bridge.service.listener import (
 from bridge.service.reject_limits import RejectLimiter
 from bridge.spc import MONITORING, ChartSpec, Evaluation
 from bridge.store import queries
-from bridge.store.schema import outbox, readings, rejects
+from bridge.store.schema import TOPIC_CHARS, outbox, readings, rejects
 
 log = logging.getLogger(__name__)
 REJECT_PAYLOAD_CHARS = 4096
 REASON_CHARS = 1000
-TOPIC_CHARS = rejects.c.topic.type.length
 START_CHUNK = 500  # characteristics set up at a time
 
 

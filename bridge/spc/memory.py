@@ -29,7 +29,7 @@ from typing import NamedTuple, Protocol
 from bridge.spc.rules import CRITICAL
 from bridge.spc.zones import Limits
 
-# Rule ids of the memory charts' signals: outside Nelson's 1..8, one per side (README, "Charts").
+# Rule ids of the memory charts' signals: outside Nelson's 1..8, one per side (docs/design.md, "CUSUM and EWMA").
 CUSUM_UPPER, CUSUM_LOWER = 101, 102
 EWMA_UPPER, EWMA_LOWER = 201, 202
 SEVERITY = CRITICAL

@@ -6,13 +6,15 @@ import sqlalchemy as sa
 from bridge.ingest import MAX_SEQ_CHARS, MAX_TS_CHARS
 
 metadata = sa.MetaData()
+TOPIC_CHARS = 1024  # of a stored topic (characteristics, outbox, rejects)
+USER_CHARS = 200  # of a stored user name
 READING_KEY_CHARS = len("seq:") + MAX_SEQ_CHARS  # or "ts:" and an ISO 8601 instant, shorter
 
 characteristics = sa.Table(
     "characteristics", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("topic", sa.String(1024), nullable=False),
+    sa.Column("topic", sa.String(TOPIC_CHARS), nullable=False),
     sa.Column("chart", sa.String(16), nullable=False),
     sa.Column("config", sa.Text, nullable=False),  # the characteristic's configuration, JSON
 )
@@ -67,7 +69,7 @@ violations = sa.Table(
     sa.Column("severity", sa.String(16), nullable=False),
     sa.Column("chart", sa.String(8), nullable=False),
     sa.Column("acknowledged", sa.Boolean, nullable=False, default=False),
-    sa.Column("ack_user", sa.String(200)),
+    sa.Column("ack_user", sa.String(USER_CHARS)),
     sa.Column("ack_reason", sa.Text),
     sa.Column("ack_time", sa.String(64)),
     sa.Index("ix_violations_characteristic", "characteristic_id", "acknowledged"),
@@ -88,7 +90,7 @@ outbox = sa.Table(
     "outbox", metadata,
     sa.Column("bridge", sa.String(200), primary_key=True),
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("topic", sa.String(1024), nullable=False),
+    sa.Column("topic", sa.String(TOPIC_CHARS), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("retain", sa.Boolean, nullable=False),
 )
@@ -115,7 +117,7 @@ subscriptions = sa.Table(
 rejects = sa.Table(
     "rejects", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("topic", sa.String(1024), nullable=False),
+    sa.Column("topic", sa.String(TOPIC_CHARS), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),

@@ -1,7 +1,7 @@
 """Dashboards in a real browser: headless Chromium (Debian's) driven by npm playwright-core (drive.mjs).
 
 mqtt.html uses MQTT.js over each broker's WebSocket listener: retained limits, live samples, and an operator
-acknowledging a violation. seed.html speaks the seed's protocol to ``spc-bridge gateway`` with the browser's
+acknowledging a violation. openspc.html speaks the OpenSPC WebSocket protocol to ``spc-bridge gateway`` with the browser's
 own WebSocket. The pages report what they received and what they show; the assertions are here.
 Needs /usr/bin/chromium and ``npm ci`` in this directory (``.ci/run`` does both).
 """
@@ -162,7 +162,7 @@ def test_mqtt_dashboard_in_chromium(broker: BrokerHandle, tmp_path: Path, pages:
     assert shown["response"] == "acknowledged"
 
 
-def test_seed_protocol_in_chromium(embedded_broker: EmbeddedBrokerThread, tmp_path: Path, pages: str) -> None:
+def test_openspc_protocol_in_chromium(embedded_broker: EmbeddedBrokerThread, tmp_path: Path, pages: str) -> None:
     """The browser's WebSocket against the gateway: refused without the token, then subscribe [1], ping/pong,
     and sample, violation and ack_update of 1 only."""
     bridge = start_bridge(embedded_broker, tmp_path)
@@ -170,7 +170,7 @@ def test_seed_protocol_in_chromium(embedded_broker: EmbeddedBrokerThread, tmp_pa
     gateway.start()
     config = {"url": gateway.url(), "token": "browser-token", "characteristic_ids": [SHAFT],
               "expect": {"sample": 2, "violation": 1, "ack_update": 1}}
-    browser = Browser(page_url(pages, "seed.html", config))
+    browser = Browser(page_url(pages, "openspc.html", config))
     try:
         browser.expect("ready")
         with EventWatcher(embedded_broker, BORE) as bore, EventWatcher(embedded_broker, SHAFT) as shaft:

@@ -1,4 +1,4 @@
-// A client of the seed's protocol as its documentation writes one, with the browser's own WebSocket: first
+// A client of the OpenSPC WebSocket protocol as its documentation writes one, with the browser's own WebSocket: first
 // without the token (the gateway must refuse it), then with it: subscribe, ping, and every notification shown.
 // Configuration: the JSON in the URL's fragment (url, token, characteristic_ids, expect: {type: count}).
 "use strict";
@@ -53,7 +53,7 @@ function connect() {
     }
   };
   ws.onclose = (event) => report({ event: "failed", message: `closed ${event.code} ${event.reason}` });
-  setInterval(() => ws.send(JSON.stringify({ type: "ping" })), 30000);  // the seed's heartbeat
+  setInterval(() => ws.send(JSON.stringify({ type: "ping" })), 30000);  // the protocol's heartbeat
 }
 
 // Without the token: the handshake is refused (HTTP 401), which a browser reports as a close with code 1006.
