@@ -7,7 +7,6 @@ so a stored reject can be told apart from the rest by its payload alone.
 """
 
 import json
-import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -74,6 +73,9 @@ class Mix:
     kinds: tuple[str, ...] = KINDS
 
 
+_GOLDEN = 0x9E3779B9  # 2**32 divided by the golden ratio
+
+
 class Mixer:
     """One gauge's poison: which of its messages are poison, what each is, and how many of each."""
 
@@ -83,9 +85,11 @@ class Mixer:
         self.sent: Counter[str] = Counter()
 
     def due(self, k: int) -> bool:
-        """Whether the gauge's ``k``-th message is poison: the fraction, spread evenly."""
-        f = self.mix.fraction
-        return math.floor((k + 1) * f) > math.floor(k * f)
+        """Whether the gauge's ``k``-th message is poison: that fraction of them, scattered over the
+        gauge's topics. An even stride (every 100th message) would land on the same few topics of a
+        round-robin gauge, and the bridge stores only a topic's first rejects of each minute."""
+        # k times the golden ratio, modulo 1, is spread evenly over every residue class of k
+        return k > 0 and (k * _GOLDEN + self.start * 0x7F4A7C15) % 2**32 < self.mix.fraction * 2**32
 
     def message(self, slot: Slot) -> tuple[str, str]:
         """The next poison message, in the place of ``slot``: its topic and payload."""
