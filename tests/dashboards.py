@@ -27,7 +27,8 @@ from tests.processes import ChildProcess, bridge_process
 
 SHAFT, BORE = 1, 2
 SHAFT_TOPIC, BORE_TOPIC = "line/shaft", "line/bore"  # the gauge test user may publish on line/#
-CONFIG = f"""
+# fixed limits: monitoring from the first reading
+SHAFT_CONFIG = f"""
 [[characteristic]]
 id = {SHAFT}
 name = "Shaft length"
@@ -37,7 +38,8 @@ center = 10.0
 sigma = 1.0
 rules = "rule1"
 dispersion_rules = []
-
+"""
+CONFIG = SHAFT_CONFIG + f"""
 [[characteristic]]
 id = {BORE}
 name = "Bore"

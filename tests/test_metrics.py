@@ -23,24 +23,16 @@ from bridge.ingest import IngestError, parse_reading
 from bridge.service.listener import REJECT_CLASSES, ingest_class
 from tests.brokers import MosquittoProcess, MqttProbe, free_port
 from tests.conftest import POSTGRES_ADMIN
-from tests.dashboards import SHAFT, GatewayProcess, SeedClient, acknowledge, start_bridge
+from tests.dashboards import (
+    BORE_TOPIC, SHAFT, SHAFT_CONFIG, SHAFT_TOPIC, GatewayProcess, SeedClient, acknowledge, start_bridge,
+)
 from tests.processes import REPO, ChildProcess, bridge_process
 from tests.stream import query
 
 WAIT = 30.0
-SHAFT_TOPIC, BORE_TOPIC, UNKNOWN_TOPIC = "line/shaft", "line/bore", "line/nowhere"
+UNKNOWN_TOPIC = "line/nowhere"
 # The shaft has fixed limits (monitoring from the first reading); the bore collects a baseline of 50.
-CONFIG = f"""
-[[characteristic]]
-id = {SHAFT}
-name = "Shaft length"
-topic = "{SHAFT_TOPIC}"
-chart = "imr"
-center = 10.0
-sigma = 1.0
-rules = "rule1"
-dispersion_rules = []
-
+CONFIG = SHAFT_CONFIG + f"""
 [[characteristic]]
 id = 2
 name = "Bore"
