@@ -288,22 +288,28 @@ class Pipeline:
     def _quarantine(self, message: Inbound, error: Exception) -> list[Outgoing]:
         """Record a message that fails however it is tried as a reject, alone in its transaction."""
         reason = f"internal error: {type(error).__name__}: {error}"[:REASON_CHARS]
-        saved = self.delivered, self.next_seq
         started = time.perf_counter()
+        work = _Batch()
+        self._reject(work, message, reason, INTERNAL_ERROR)
+        out = self._store_rejects(work, [message])
+        self._report([message], work, time.perf_counter() - started, 0)
+        return out
+
+    def _store_rejects(self, work: _Batch, deliveries: Sequence[Inbound] = ()) -> list[Outgoing]:
+        """Commit the rejects of ``work`` (and the deliveries of ``deliveries``) in a transaction of
+        their own; their events."""
+        saved = self.delivered, self.next_seq
         try:
             with self.engine.begin() as conn:
-                work = _Batch()
-                self._reject(work, message, reason, INTERNAL_ERROR)
-                self._new_deliveries(conn, work, [message])
+                self._new_deliveries(conn, work, deliveries)
                 queries.insert_rows(conn, rejects, work.rejects)
                 queries.record_deliveries(conn, list(work.deliveries.values()))
                 out = self._write_events(conn, work, _Ids({}, [], []))
         except Exception:
             self.delivered, self.next_seq = saved
             raise
-        self.rejected += 1
+        self.rejected += len(work.rejects) + sum(work.suppressed.values())
         self.reject_limits.commit(work.now, work.full, work.suppressed)
-        self._report([message], work, time.perf_counter() - started, 0)
         return out
 
     def _restore(self, conn: Any) -> None:
@@ -522,17 +528,8 @@ class Pipeline:
     def record_error(self, topic: str, reason: str) -> list[Outgoing]:
         """Store and outbox an error of the bridge's own about ``topic`` (a refused subscription):
         a reject without payload, alone in its transaction; return its event, to publish."""
-        saved = self.next_seq
         work = _Batch()
         self._record_reject(work, topic, reason, b"", datetime.now(timezone.utc), SUBSCRIPTION_REFUSED)
-        try:
-            with self.engine.begin() as conn:
-                queries.insert_rows(conn, rejects, work.rejects)
-                out = self._write_events(conn, work, _Ids({}, [], []))
-        except Exception:
-            self.next_seq = saved
-            raise
-        self.rejected += len(work.rejects) + sum(work.suppressed.values())
-        self.reject_limits.commit(work.now, work.full, work.suppressed)
+        out = self._store_rejects(work)
         self.listener.on_rejects(work.classes)
         return out
