@@ -381,7 +381,13 @@ def test_dead_and_stalled_connections_are_removed(embedded_broker: EmbeddedBroke
         # The reader reads while the events are published, as a dashboard does: reading only afterwards, it
         # would let 50 events wait for it and be dropped as too slow itself.
         publishing = asyncio.create_task(asyncio.to_thread(publish))
-        ids = [(await reader.until("sample"))["payload"]["sample_id"] for _ in range(events)]
+        try:
+            ids = [(await reader.until("sample"))["payload"]["sample_id"] for _ in range(events)]
+        except TimeoutError:
+            if publishing.done() and publishing.exception() is not None:
+                raise publishing.exception() from None  # the publisher failed: say why, not the reader's wait
+            raise TimeoutError(f"the reader got {len(reader.received)} messages; publisher done: "
+                               f"{publishing.done()}") from None
         await publishing
         assert ids == list(range(1, events + 1))
         await reader.close()
