@@ -122,7 +122,8 @@ def _read_password(name: str, from_stdin: bool) -> str:
 def _user_add(args: argparse.Namespace) -> int:
     from broker.users import User, UserDirectory
 
-    user = User(args.name, args.role, tuple(args.topics))  # checked before the password is asked for
+    # Checked before the password is asked for.
+    user = User(args.name, args.role, tuple(args.topics), tuple(args.edge_nodes))
     replaced = UserDirectory(args.dir, args.group).add(user, _read_password(user.name, args.password_stdin))
     print(f"user {user.name} ({user.role}) {'replaced' if replaced else 'added'} in {args.dir}; "
           "reload Mosquitto (kill -HUP) and restart `spc-bridge broker` to apply")
@@ -142,7 +143,7 @@ def _user_list(args: argparse.Namespace) -> int:
     from broker.users import UserDirectory
 
     rows = [("NAME", "ROLE", "PASSWORD", "TOPICS")]
-    rows += [(user.name, user.role, "set" if has_password else "none", " ".join(user.topics))
+    rows += [(user.name, user.role, "set" if has_password else "none", " ".join(user.given))
              for user, has_password in UserDirectory(args.dir).with_passwords()]
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     for row in rows:
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--role", required=True, choices=ROLES, help="what the user may do (README, roles)")
     add.add_argument("--topic", dest="topics", action="append", default=[], metavar="FILTER",
                      help="a topic filter the gauge publishes on (gauges only; repeatable)")
+    add.add_argument("--edge-node", dest="edge_nodes", action="append", default=[], metavar="GROUP/NODE",
+                     help="a Sparkplug B edge node the edge speaks for: its group id and edge node id (edges only; "
+                          "repeatable)")
     add.add_argument("--password-stdin", action="store_true",
                      help="read the password from the first line of standard input instead of a prompt")
     add.set_defaults(handler=_user_add)

@@ -80,6 +80,11 @@ def limits_topic(characteristic_id: CharacteristicRef) -> str:
     return f"{ROOT}/{characteristic_id}/limits"
 
 
+def status_topic(characteristic_id: CharacteristicRef) -> str:
+    """Where a characteristic's status is retained (whether its source is live)."""
+    return f"{ROOT}/{characteristic_id}/status"
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -173,6 +178,19 @@ class LimitsEvent(_Event):
     capability: CapabilityIndices | None = None
     reason: str | None = None
     statistic: Literal["value", "cusum", "ewma"] = "value"
+
+
+class StatusEvent(_Event):
+    """``spc/<id>/status`` (retained): whether the characteristic's source is live.
+
+    ``stale`` turns true when its Sparkplug edge node or device dies (NDEATH, DDEATH) or the
+    bridge's Sparkplug connection is lost, with ``stale_reason``; a new birth makes it false.
+    """
+
+    characteristic_id: int
+    stale: bool
+    stale_reason: str | None
+    timestamp: str
 
 
 class ErrorEvent(_Event):

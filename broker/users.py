@@ -1,8 +1,8 @@
 """The users of both brokers: one directory that `spc-bridge user` writes and both brokers read.
 
-`users.toml` (names, roles, a gauge's topics; never a password) is the source of truth. With the password
-given to `user add` it yields Mosquitto's password_file (PBKDF2-SHA512 in mosquitto_passwd's `$7$` format)
-and acl_file, and amqtt's password file (argon2id, read by broker.amqtt_login); the embedded broker computes
+`users.toml` (names, roles, a gauge's topics, an edge's nodes; never a password) is the source of truth. With
+the password given to `user add` it yields Mosquitto's password_file (PBKDF2-SHA512 in mosquitto_passwd's `$7$`
+format) and acl_file, and amqtt's password file (argon2id, read by broker.amqtt_login); the embedded broker computes
 its ACL from `users.toml` when it starts (broker.amqtt_access). Each file is replaced atomically, readable by the
 group the broker runs as: Mosquitto started as root drops to user `mosquitto` before it reads them.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from broker.roles import ROLES, Rights, rights
+from broker.roles import GRANTS, ROLES, Rights, rights
 
 __all__ = ["BROKER_GROUP", "MIN_PASSWORD_LENGTH", "User", "UserDirectory", "UsersError", "amqtt_hash", "mosquitto_acl",
            "mosquitto_hash"]
@@ -36,7 +36,6 @@ MIN_PASSWORD_LENGTH = 8
 BROKER_GROUP = "mosquitto"
 # Letters, digits, '_', '.', '-': a name goes into topics (%u), Mosquitto's acl_file and `name:hash` lines.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_MAX_TOPIC_BYTES = 65535
 
 # Both brokers check a password on every CONNECT in their only thread (Mosquitto) or event loop (amqtt), so
 # each hash is tuned to cost about 25 ms here: argon2id at OWASP's minimum (19 MiB, 2 passes, 1 lane), and
@@ -48,9 +47,10 @@ _PBKDF2_KEY_BYTES = 64
 
 _HEADERS = {
     "users.toml": (
-        "# Users of the spc-bridge brokers: name, role and, for a gauge, the topics it publishes on.\n"
-        "# Written by `spc-bridge user add/remove`, which also writes the password and ACL files beside it;\n"
-        "# roles: gauge, bridge, dashboard, operator, admin (README, \"Users, roles and TLS\"). No passwords here.\n"
+        "# Users of the spc-bridge brokers: name, role and, for a gauge, the topics it publishes on, for a\n"
+        "# Sparkplug edge, the GROUP/NODE edge nodes it speaks for. Written by `spc-bridge user add/remove`, which\n"
+        "# also writes the password and ACL files beside it; roles: gauge, edge, bridge, dashboard, operator,\n"
+        "# admin (README, \"Users, roles and TLS\"). No passwords here.\n"
     ),
     "mosquitto.passwd": (
         "# Mosquitto password_file, written by `spc-bridge user add/remove` (PBKDF2-SHA512, the $7$ format of\n"
@@ -69,34 +69,28 @@ _HEADERS = {
 }
 
 
+def _a(role: str) -> str:
+    """`role` with its indefinite article: "a gauge", "an edge"."""
+    return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"
+
+
+# "for a gauge, topics, for an edge, edge_nodes": the users.toml keys of what roles give users by name.
+_GIVEN_KEYS = ", ".join(f"for {_a(name)}, {role.grant.field}" for name, role in ROLES.items() if role.grant is not None)
+
+
 class UsersError(Exception):
     """A user, a password or the users directory is wrong; the message says which and why."""
 
 
-def _topic_problem(topic: str) -> str | None:
-    """Why a gauge may not be given `topic` (an MQTT topic filter), or None."""
-    levels = topic.split("/")
-    if not topic or len(topic.encode("utf-8")) > _MAX_TOPIC_BYTES:
-        return "must be 1 to 65535 bytes"
-    if any(char.isspace() or char == "\0" for char in topic):
-        return "must not contain spaces or U+0000 (Mosquitto's acl_file is split on spaces)"
-    if topic.startswith("$"):
-        return "starts with '$', which brokers reserve for themselves"
-    if any(("#" in level and (level != "#" or i != len(levels) - 1)) or ("+" in level and level != "+")
-           for i, level in enumerate(levels)):
-        return "is not a valid topic filter ('+' takes a whole level, '#' only the whole last level)"
-    if levels[0] in ("spc", "+", "#"):
-        return "reaches spc/..., where only the bridge publishes"
-    return None
-
-
 @dataclass(frozen=True)
 class User:
-    """A broker user: its name, role and, for a gauge, the topic filters it publishes on."""
+    """A broker user: its name, role and what its role gives each user by name (broker.roles.Grant): for a gauge,
+    the topic filters it publishes on; for an edge, the Sparkplug edge nodes it speaks for (`GROUP/NODE`)."""
 
     name: str
     role: str
     topics: tuple[str, ...] = ()
+    edge_nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -104,17 +98,28 @@ class User:
                              "starting with a letter or digit")
         if self.role not in ROLES:
             raise UsersError(f"user {self.name}: unknown role {self.role!r}: choose one of {', '.join(ROLES)}")
-        if ROLES[self.role].own_topics and not self.topics:
-            raise UsersError(f"user {self.name}: a {self.role} needs at least one --topic it publishes on")
-        if self.topics and not ROLES[self.role].own_topics:
-            raise UsersError(f"user {self.name}: a {self.role} takes no --topic (its topics follow from its role)")
-        for topic in self.topics:
-            if (problem := _topic_problem(topic)) is not None:
-                raise UsersError(f"user {self.name}: topic {topic!r} {problem}")
+        own = ROLES[self.role].grant
+        for grant in GRANTS:
+            given: tuple[str, ...] = getattr(self, grant.field)
+            if grant is own and not given:
+                raise UsersError(f"user {self.name}: {_a(self.role)} needs at least one {grant.option} "
+                                 f"({grant.what})")
+            if given and grant is not own:
+                raise UsersError(f"user {self.name}: {_a(self.role)} takes no {grant.option} (its topics follow "
+                                 "from its role)")
+            for item in given:
+                if (problem := grant.problem(item)) is not None:
+                    raise UsersError(f"user {self.name}: {grant.option} {item!r} {problem}")
+
+    @property
+    def given(self) -> tuple[str, ...]:
+        """What this user's role gives it by name: a gauge's topics, an edge's nodes; () for the other roles."""
+        grant = ROLES[self.role].grant
+        return getattr(self, grant.field) if grant is not None else ()
 
     def rights(self) -> Rights:
         """What this user may publish on and read from."""
-        return rights(self.name, self.role, self.topics)
+        return rights(self.name, self.role, self.given)
 
 
 def mosquitto_hash(password: str) -> str:
@@ -149,8 +154,8 @@ def _users_toml(users: Sequence[User]) -> str:
     blocks = [_HEADERS["users.toml"].rstrip("\n")]
     for user in users:
         block = f"[[user]]\nname = {_toml_string(user.name)}\nrole = {_toml_string(user.role)}"
-        if user.topics:
-            block += f"\ntopics = [{', '.join(_toml_string(topic) for topic in user.topics)}]"
+        if (grant := ROLES[user.role].grant) is not None:
+            block += f"\n{grant.field} = [{', '.join(_toml_string(item) for item in user.given)}]"
         blocks.append(block)
     return "\n\n".join(blocks) + "\n"
 
@@ -223,7 +228,7 @@ class UserDirectory:
 
     @property
     def users_file(self) -> Path:
-        """users.toml: names, roles and topics."""
+        """users.toml: names, roles, a gauge's topics and an edge's nodes."""
         return self.path / "users.toml"
 
     @property
@@ -254,15 +259,17 @@ class UserDirectory:
         if set(document) - {"user"} or not isinstance(tables, list):
             raise UsersError(f"{where}: expected only [[user]] tables")
         users: list[User] = []
+        fields = [grant.field for grant in GRANTS]
         for index, table in enumerate(tables, start=1):
-            if not isinstance(table, dict) or set(table) - {"name", "role", "topics"} or \
+            if not isinstance(table, dict) or set(table) - {"name", "role", *fields} or \
                     not isinstance(table.get("name"), str) or not isinstance(table.get("role"), str) or \
-                    not isinstance(table.get("topics", []), list) or \
-                    not all(isinstance(topic, str) for topic in table.get("topics", [])):
-                raise UsersError(f"{where}: user #{index}: expected name and role (strings) and, for a gauge, "
-                                 "topics (a list of strings)")
+                    not all(isinstance(table.get(field, []), list) and
+                            all(isinstance(item, str) for item in table.get(field, [])) for field in fields):
+                raise UsersError(f"{where}: user #{index}: expected name and role (strings) and {_GIVEN_KEYS} "
+                                 "(lists of strings)")
             try:
-                user = User(table["name"], table["role"], tuple(table.get("topics", [])))
+                user = User(table["name"], table["role"],
+                            **{field: tuple(table[field]) for field in fields if field in table})
             except UsersError as error:
                 raise UsersError(f"{where}: {error}") from None
             if any(other.name == user.name for other in users):

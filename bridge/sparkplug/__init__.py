@@ -1,0 +1,1 @@
+"""Sparkplug B 3.0: the payload format and the host application's view of edge nodes."""
