@@ -12,11 +12,13 @@ from typing import Any, Literal, cast
 from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo
-from pydantic import field_validator, model_validator
+from pydantic import SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bridge.fieldpaths import FieldPath, FieldPaths, Quality, TimestampUnit, compile_path
 from bridge.service.subscriptions import roots_problems
+from bridge.sparkplug.topics import device_topic, id_problem, node_topic
 from bridge.spc.charts import CHART_TYPES
 from bridge.spc.rules import resolve_rules
 from bridge.spc.spec import DEFAULT_BASELINE, ChartSpec
@@ -32,6 +34,9 @@ OUR_TOPIC_ROOT = "spc"                  # spc/<id>/... and spc/bridge/state are 
 MAX_TOPIC_BYTES = 65535                 # an MQTT UTF-8 string is at most 65535 bytes
 MAX_ID = 2**31 - 1                      # ids are stored in a 32-bit integer column
 UNGROUPED_CHARTS = ("imr", "c", "cusum", "ewma")  # charts whose subgroup_size defaults to 1
+SIZED_CHARTS = ("p", "np", "u")         # attribute charts whose samples may each give their size n
+# Keys that read a reading out of vendor JSON (bridge.fieldpaths); all but value_path need value_path.
+PATH_KEYS = ("value_path", "timestamp_path", "timestamp_unit", "quality_path", "good_quality", "n_path", "seq_path")
 
 RuleSelection = str | list[int | dict[str, int | str]]
 
@@ -55,6 +60,10 @@ def _is_rule_item(item: object) -> bool:
     )
 
 
+def _compiled(expression: str | None) -> FieldPath | None:
+    return None if expression is None else compile_path(expression)
+
+
 def _build_spec(values: dict[str, Any]) -> ChartSpec:
     """The engine's spec from validated config values (rule selections resolved)."""
     spec_args = dict(values)
@@ -62,6 +71,49 @@ def _build_spec(values: dict[str, Any]) -> ChartSpec:
         if key in spec_args:
             spec_args[key] = resolve_rules(spec_args[key])
     return ChartSpec(**spec_args)
+
+
+class SparkplugSource(BaseModel):
+    """``sparkplug = { group_id, edge_node_id, device_id, metric }``: a characteristic's readings are
+    a Sparkplug B metric of an edge node (no device_id) or of one of its devices."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    group_id: str
+    edge_node_id: str
+    device_id: str | None = Field(default=None, description="left out for a metric of the edge node itself")
+    metric: str = Field(description="the metric's name as its birth certificate gives it, e.g. Bore/Diameter")
+    n_metric: str | None = Field(default=None, description="p, np, u charts: the metric of the sample size")
+
+    @field_validator("group_id", "edge_node_id", "device_id")
+    @classmethod
+    def _sparkplug_id(cls, value: str | None) -> str | None:
+        problem = None if value is None else id_problem(value)
+        if problem is not None:
+            raise ValueError(f"{value!r} {problem}: a Sparkplug id is one level of its topics")
+        return value
+
+    @field_validator("metric", "n_metric")
+    @classmethod
+    def _metric_name(cls, value: str | None) -> str | None:
+        if value is not None and not value:
+            raise ValueError("must not be empty")
+        if value is not None and "\0" in value:
+            raise ValueError("must not contain the character U+0000")
+        return value
+
+    @model_validator(mode="after")
+    def _topic_fits(self) -> "SparkplugSource":
+        longest = (node_topic(self.group_id, "NBIRTH", self.edge_node_id) if self.device_id is None
+                   else device_topic(self.group_id, "DBIRTH", self.edge_node_id, self.device_id))
+        if len(longest.encode("utf-8")) > MAX_TOPIC_BYTES:
+            raise ValueError(f"its Sparkplug topics would be longer than {MAX_TOPIC_BYTES} bytes in UTF-8")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str, str | None, str]:
+        """(group_id, edge_node_id, device_id, metric): what identifies the metric."""
+        return self.group_id, self.edge_node_id, self.device_id, self.metric
 
 
 class CharacteristicConfig(BaseModel):
@@ -72,7 +124,16 @@ class CharacteristicConfig(BaseModel):
 
     id: int = Field(gt=0, le=MAX_ID, description="names the topics spc/<id>/...")
     name: str
-    topic: str = Field(description="the MQTT topic its gauge publishes on (no wildcards)")
+    topic: str | None = Field(default=None, description="the MQTT topic its gauge publishes on (no wildcards)")
+    sparkplug: SparkplugSource | None = Field(default=None, description="instead of topic: a Sparkplug B metric")
+    # vendor JSON on the topic (bridge.fieldpaths): JMESPath expressions selecting the reading's parts
+    value_path: str | None = Field(default=None, description="the measurement, a subgroup (list) or a count")
+    timestamp_path: str | None = None
+    timestamp_unit: TimestampUnit | None = Field(default=None, description="iso (the default), s or ms")
+    quality_path: str | None = None
+    good_quality: list[Quality] | None = Field(default=None, description="what a good quality equals; [true]")
+    n_path: str | None = None
+    seq_path: str | None = None
     chart: str = Field(description="imr | xbar_r | xbar_s | p | np | c | u | cusum | ewma")
     subgroup_size: int = Field(default=None, validate_default=True)
     baseline: int = DEFAULT_BASELINE
@@ -94,6 +155,7 @@ class CharacteristicConfig(BaseModel):
     dispersion_rules: RuleSelection = "rule1"
 
     _spec: ChartSpec = PrivateAttr()
+    _paths: FieldPaths | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -104,7 +166,9 @@ class CharacteristicConfig(BaseModel):
 
     @field_validator("topic")
     @classmethod
-    def _topic_name(cls, topic: str) -> str:
+    def _topic_name(cls, topic: str | None) -> str | None:
+        if topic is None:  # a Sparkplug characteristic's, serialised
+            return None
         if "+" in topic or "#" in topic:
             raise ValueError(f"{topic!r} has a wildcard (+ or #): give the exact topic the gauge uses")
         if topic.startswith("$"):
@@ -118,6 +182,24 @@ class CharacteristicConfig(BaseModel):
         if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
             raise ValueError(f"is longer than {MAX_TOPIC_BYTES} bytes in UTF-8")
         return topic
+
+    @field_validator("value_path", "timestamp_path", "quality_path", "n_path", "seq_path")
+    @classmethod
+    def _jmespath(cls, expression: str | None) -> str | None:
+        if expression is not None and "\0" in expression:  # it is quoted in reject reasons, stored as text
+            raise ValueError("must not contain the character U+0000")
+        if expression is not None:
+            compile_path(expression)  # its ValueError gives jmespath's reason
+        return expression
+
+    @field_validator("good_quality", mode="before")
+    @classmethod
+    def _quality_values(cls, value: object) -> object:
+        if value is not None and (not isinstance(value, list) or not value or not all(
+                isinstance(item, (bool, int, float, str)) for item in value)):
+            raise ValueError("expected a non-empty list of the values a good quality equals: true/false, "
+                             'numbers or strings, e.g. [true], [192] or ["Good"]')
+        return value
 
     @field_validator("subgroup_size", mode="before")
     @classmethod
@@ -179,9 +261,59 @@ class CharacteristicConfig(BaseModel):
         self._spec = _build_spec({name: getattr(self, name) for name in names})
         return self
 
+    @model_validator(mode="after")
+    def _make_paths(self) -> "CharacteristicConfig":
+        """One source (a topic or a Sparkplug metric), and the field paths only where they apply."""
+        # Raised here a problem has no field of its own in pydantic's error: the message names its key.
+        if (self.topic is None) == (self.sparkplug is None):
+            raise ValueError(
+                "topic: give either topic (the MQTT topic the gauge publishes on) or sparkplug = "
+                "{ group_id, edge_node_id, device_id, metric } (a Sparkplug B metric), not both"
+                if self.topic is not None else
+                "topic: required: the MQTT topic the gauge publishes on, or instead sparkplug = "
+                "{ group_id, edge_node_id, device_id, metric } for a Sparkplug B metric")
+        given = [key for key in PATH_KEYS if getattr(self, key) is not None]
+        if self.sparkplug is not None and given:
+            raise ValueError(f"{given[0]}: only with topic: a Sparkplug metric carries its own value, "
+                             "timestamp and quality")
+        if self.value_path is None and given:
+            raise ValueError(f"{given[0]}: needs value_path (without it the topic's payloads are the bridge's "
+                             'JSON readings: a number, "value", "values" or "count")')
+        for key, needed in (("timestamp_unit", "timestamp_path"), ("good_quality", "quality_path")):
+            if getattr(self, key) is not None and getattr(self, needed) is None:
+                raise ValueError(f"{key}: needs {needed}")
+        sized = [key for key, value in (("n_path", self.n_path),
+                                        ("sparkplug.n_metric", self.sparkplug and self.sparkplug.n_metric))
+                 if value is not None]
+        if sized and self.chart not in SIZED_CHARTS:
+            raise ValueError(f"{sized[0]}: only p, np and u charts take a sample size per sample "
+                             f"(not a {self.chart} chart)")
+        if self.value_path is not None:
+            attribute = CHART_TYPES[self.chart].attribute
+            self._paths = FieldPaths(
+                compile_path(self.value_path), _compiled(self.timestamp_path), self.timestamp_unit or "iso",
+                _compiled(self.quality_path), tuple(self.good_quality or (True,)), _compiled(self.n_path),
+                _compiled(self.seq_path), attribute, not attribute and self.subgroup_size > 1)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _applicable_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The file's keys, without rules and dispersion_rules where they do not apply (CUSUM, EWMA):
+        their defaults, written out, would be refused as given, and the serialised form must load again."""
+        data: dict[str, Any] = handler(self)
+        if CHART_TYPES[self.chart].memory is not None:
+            data.pop("rules", None)
+            data.pop("dispersion_rules", None)
+        return data
+
     def chart_spec(self) -> ChartSpec:
         """The engine's ChartSpec for this characteristic."""
         return self._spec
+
+    def field_paths(self) -> FieldPaths | None:
+        """Where value_path and the other path keys find its readings in vendor JSON (compiled), or None
+        when it has no value_path (its payloads are bridge.ingest's JSON, or it is a Sparkplug metric)."""
+        return self._paths
 
 
 def _describe(index: int, table: object) -> str:
@@ -205,8 +337,12 @@ def _problem(error: Any) -> str:
         message = ("put it at the top of the file, above the first [[characteristic]] "
                    "(a key below a table belongs to it)")
     elif kind == "extra_forbidden":
-        keys = (info.alias or name for name, info in CharacteristicConfig.model_fields.items())
+        model = SparkplugSource if where.startswith("sparkplug.") else CharacteristicConfig
+        keys = (info.alias or name for name, info in model.model_fields.items())
         message = f"unknown key; the keys are {', '.join(keys)}"
+    elif kind == "model_type" and where == "sparkplug":
+        message = ('write it as a table: sparkplug = { group_id = "...", edge_node_id = "...", '
+                   'device_id = "...", metric = "..." }')
     elif kind == "missing":
         message = "required"
     else:
@@ -229,6 +365,38 @@ def _ingest_roots(document: dict[str, Any]) -> list[str]:
         raise ValueError('write it as a list of topic filters, e.g. ingest_roots = ["plant1/#", "plant2/#"], '
                          "above the first [[characteristic]]")
     return roots
+
+
+def _named(index: int, config: CharacteristicConfig) -> str:
+    return _describe(index, {"id": config.id, "name": config.name})
+
+
+def _clashes(index: int, config: CharacteristicConfig, by_id: dict[int, tuple[int, CharacteristicConfig]],
+             by_topic: dict[str, list[tuple[int, CharacteristicConfig]]],
+             by_metric: dict[tuple[str, str, str | None, str], tuple[int, CharacteristicConfig]]) -> list[str]:
+    """What ``config`` repeats of the characteristics before it (recorded in the three maps): its id, a
+    topic it cannot share, its Sparkplug metric."""
+    problems = []
+    first = by_id.setdefault(config.id, (index, config))
+    if first[0] != index:
+        problems.append(f"id: {config.id!r} is already the id of {_named(*first)}")
+    if config.topic is not None:
+        sharing = by_topic.setdefault(config.topic, [])
+        alone = next((pair for pair in ((index, config), *sharing) if pair[1].value_path is None), None)
+        if sharing and alone is not None:
+            who = "this one" if alone[0] == index else _named(*alone)
+            problems.append(f"topic: {config.topic!r} is already the topic of {_named(*sharing[0])}; "
+                            "characteristics share a topic only when each selects its reading with value_path, "
+                            f"and {who} has none")
+        else:
+            sharing.append((index, config))
+    if config.sparkplug is not None:
+        first = by_metric.setdefault(config.sparkplug.key, (index, config))
+        if first[0] != index:
+            group, node, device, metric = config.sparkplug.key
+            problems.append(f"sparkplug: metric {metric!r} of {group}/{node}" + (f"/{device}" if device else "")
+                            + f" is already the source of {_named(*first)}")
+    return problems
 
 
 def load_characteristics(path: str | Path) -> Characteristics:
@@ -263,7 +431,8 @@ def load_characteristics(path: str | Path) -> Characteristics:
     problems: list[str] = []
     configs: list[CharacteristicConfig] = []
     by_id: dict[int, tuple[int, CharacteristicConfig]] = {}
-    by_topic: dict[str, tuple[int, CharacteristicConfig]] = {}
+    by_topic: dict[str, list[tuple[int, CharacteristicConfig]]] = {}
+    by_metric: dict[tuple[str, str, str | None, str], tuple[int, CharacteristicConfig]] = {}
     # Each table is dropped once validated, so that the models reuse the parsed document's memory
     # (ten thousand characteristics would otherwise leave both in the process's resident set).
     tables.reverse()
@@ -275,14 +444,7 @@ def load_characteristics(path: str | Path) -> Characteristics:
         except ValidationError as error:
             problems.extend(f"{where}: {_problem(e)}" for e in error.errors())
             continue
-        for key, seen, what in ((config.id, by_id, "id"), (config.topic, by_topic, "topic")):
-            if key in seen:
-                first, other = seen[key]
-                problems.append(f"{where}: {what}: {key!r} is already the {what} of "
-                                f"{_describe(first, {'id': other.id, 'name': other.name})}"
-                                + ("; a gauge topic feeds one characteristic" if what == "topic" else ""))
-            else:
-                seen[key] = (index, config)
+        problems.extend(f"{where}: {problem}" for problem in _clashes(index, config, by_id, by_topic, by_metric))
         configs.append(config)
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
@@ -403,6 +565,8 @@ class Settings:
     mqtt_version: Literal["3.1.1", "5"] = "3.1.1"
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # None: no metrics and health endpoint
+    sparkplug_host_id: str = "spc-bridge"
+    sparkplug_reorder_timeout: float = 2.0
 
     def __post_init__(self) -> None:
         try:
@@ -427,6 +591,11 @@ class Settings:
                               f"got {self.capability_interval}")
         if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics-port: must be 1..65535, got {self.metrics_port}")
+        if (problem := id_problem(self.sparkplug_host_id)) is not None:
+            raise ConfigError(f"sparkplug-host-id: {problem}")
+        if not (isfinite(self.sparkplug_reorder_timeout) and self.sparkplug_reorder_timeout > 0):
+            raise ConfigError("sparkplug-reorder-timeout: must be a finite number of seconds > 0, "
+                              f"got {self.sparkplug_reorder_timeout}")
         if self.mqtt_version not in MQTT_VERSIONS:
             raise ConfigError(
                 f"mqtt-version: must be one of {', '.join(MQTT_VERSIONS)}, got {self.mqtt_version!r}"
@@ -491,6 +660,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     add("--metrics-port", None, "serve Prometheus metrics at http://HOST:PORT/metrics and a health "
         "check at /healthz (200 or 503) for systemd and Kubernetes probes; off unless given",
         type=int, metavar="PORT")
+    add("--sparkplug-host-id", None, "the Sparkplug B host application id: the bridge publishes its STATE on "
+        "spBv1.0/STATE/<id>; on the project's brokers it must be the bridge's user name (default: the broker "
+        "URL's user name, else spc-bridge)")
+    add("--sparkplug-reorder-timeout", "2", "seconds a gap in an edge node's Sparkplug seq may last before the "
+        "bridge asks the node for a rebirth", type=float)
     add("--metrics-host", "127.0.0.1", "address the metrics port listens on; 0.0.0.0 for every "
         "interface, where a Prometheus server on another machine scrapes it", metavar="HOST")
 
@@ -513,4 +687,6 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         mqtt_version=ns.mqtt_version,
         metrics_host=ns.metrics_host,
         metrics_port=ns.metrics_port,
+        sparkplug_host_id=ns.sparkplug_host_id or broker.username or Settings.sparkplug_host_id,
+        sparkplug_reorder_timeout=ns.sparkplug_reorder_timeout,
     )

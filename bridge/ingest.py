@@ -8,13 +8,15 @@ and ``"seq"`` or ``"id"`` (identifies the reading for de-duplication). Other key
 Every bound is checked here, before the engine or the database sees a value (docs/design.md, "Bounds
 of a reading"): nesting depth before decoding, number literals within the range of floats, measurements
 within ±MAX_MAGNITUDE, counts and sample sizes within 32 bits, timestamps and identifiers within
-their columns and a timestamp's instant within the years MIN_YEAR..MAX_YEAR.
+their columns and a timestamp's instant within the years MIN_YEAR..MAX_YEAR. The decoding
+(``parse_document``) and the checks of each part of a reading are public: bridge.fieldpaths reads
+vendor JSON with the same bounds.
 """
 
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 from bridge.jsondepth import deeper_than
 from bridge.spc import MAX_MAGNITUDE, MAX_SUBGROUP
@@ -73,7 +75,8 @@ def _check_number(value: Any, what: str) -> None:
         raise IngestError(f"{what} must be a number, got {json.dumps(value)[:40]}")
 
 
-def _number(value: Any, what: str) -> float:
+def measurement(value: Any, what: str) -> float:
+    """``value`` as a measurement: a JSON number within ±MAX_MAGNITUDE (IngestError naming ``what``)."""
     _check_number(value, what)
     if not abs(value) <= MAX_MAGNITUDE:  # an int is compared exactly, never converted
         raise IngestError(f"{what} must be a finite number within ±{MAX_MAGNITUDE:g} "
@@ -81,7 +84,8 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
-def _whole(value: Any, what: str, lowest: int) -> int:
+def whole_number(value: Any, what: str, lowest: int) -> int:
+    """``value`` as a count or sample size: a whole JSON number in ``lowest``..MAX_COUNT."""
     _check_number(value, what)
     if not lowest <= value <= MAX_COUNT:
         raise IngestError(f"{what} must be a whole number in {lowest}..{MAX_COUNT}, "
@@ -89,6 +93,16 @@ def _whole(value: Any, what: str, lowest: int) -> int:
     if value != int(value):
         raise IngestError(f"{what} must be a whole number, got {value:g}")
     return int(value)
+
+
+def subgroup(values: Any, what: str) -> tuple[float, ...]:
+    """``values`` as a whole subgroup: a non-empty list of at most MAX_SUBGROUP measurements."""
+    if not isinstance(values, list) or not values:
+        raise IngestError(f"{what} must be a non-empty list of numbers")
+    if len(values) > MAX_SUBGROUP:
+        raise IngestError(f"{what} holds {len(values)} measurements; a subgroup has at most "
+                          f"{MAX_SUBGROUP}")
+    return tuple(measurement(v, f"{what}[{i}]") for i, v in enumerate(values))
 
 
 def _storable(text: str) -> bool:
@@ -102,48 +116,77 @@ def _storable(text: str) -> bool:
     return True
 
 
-def _timestamp(value: Any, now: datetime) -> tuple[str, datetime]:
+def _instant(utc: datetime | None, now: datetime, what: str, shown: str, brief: str) -> datetime:
+    """``utc`` if it is within the years MIN_YEAR..MAX_YEAR and not beyond the clock skew ahead of ``now``."""
+    if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
+        raise IngestError(f"{what} {shown} is outside the years {MIN_YEAR}..{MAX_YEAR} (UTC)")
+    if utc > now + MAX_CLOCK_SKEW:
+        raise IngestError(f"{what} {brief} is in the future (more than {MAX_CLOCK_SKEW} ahead)")
+    return utc
+
+
+def timestamp(value: Any, now: datetime, what: str = "ts") -> tuple[str, datetime]:
+    """An ISO 8601 timestamp with a time zone, kept as sent, and its instant in UTC."""
     if not isinstance(value, str):
-        raise IngestError("ts must be an ISO 8601 string such as 2026-11-26T12:00:00Z")
+        raise IngestError(f"{what} must be an ISO 8601 string such as 2026-11-26T12:00:00Z")
     if len(value) > MAX_TS_CHARS:
-        raise IngestError(f"ts is {len(value)} characters long; at most {MAX_TS_CHARS} are kept")
+        raise IngestError(f"{what} is {len(value)} characters long; at most {MAX_TS_CHARS} are kept")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise IngestError(f"ts {value[:40]!r} is not an ISO 8601 timestamp") from None
+        raise IngestError(f"{what} {value[:40]!r} is not an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
-        raise IngestError(f"ts {value[:40]!r} has no time zone (add Z or +hh:mm)")
+        raise IngestError(f"{what} {value[:40]!r} has no time zone (add Z or +hh:mm)")
     try:
         utc = parsed.astimezone(timezone.utc)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC
         utc = None
-    if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
-        raise IngestError(f"ts {value!r} is outside the years {MIN_YEAR}..{MAX_YEAR} (UTC)")
-    if utc > now + MAX_CLOCK_SKEW:
-        raise IngestError(f"ts {value[:40]!r} is in the future (more than {MAX_CLOCK_SKEW} ahead)")
-    return value, utc
+    return value, _instant(utc, now, what, repr(value), repr(value[:40]))
 
 
-def _seq(body: dict[str, Any]) -> str | None:
-    seq = body.get("seq", body.get("id"))
+def iso_utc(moment: datetime, timespec: str = "auto") -> str:
+    """A UTC instant in ISO 8601 with ``Z``: how the bridge writes a time it stamps itself."""
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_SECONDS = {"s": 1, "ms": 1000}
+# Past this many seconds after the epoch a datetime overflows; the year bound itself is checked on the instant.
+_LAST_SECOND = (datetime(MAX_YEAR + 1, 1, 1, tzinfo=timezone.utc) - _EPOCH).total_seconds()
+
+
+def epoch_timestamp(value: Any, unit: Literal["s", "ms"], now: datetime, what: str) -> tuple[str, datetime]:
+    """A number of seconds or milliseconds since 1970-01-01 UTC: its instant written in ISO 8601
+    (``2026-12-01T12:00:00.123Z``) and the instant itself."""
+    shown = json.dumps(value)[:40]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise IngestError(f"{what} must be a number of {'seconds' if unit == 's' else 'milliseconds'} "
+                          f"since 1970-01-01 UTC, got {shown}")
+    # compared before any conversion: an int is compared exactly, and NaN fails
+    if not 0 <= value < _LAST_SECOND * _SECONDS[unit]:
+        raise IngestError(f"{what} {shown} is outside the years {MIN_YEAR}..{MAX_YEAR} (UTC)")
+    moment = _EPOCH + (timedelta(seconds=value) if unit == "s" else timedelta(milliseconds=value))
+    _instant(moment, now, what, shown, shown)
+    return iso_utc(moment, "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"), moment
+
+
+def seq_text(seq: Any, what: str = "seq/id") -> str | None:
+    """A reading's identifier as text (None when it has none): a non-empty string or an integer."""
     if seq is None:
         return None
     if isinstance(seq, bool) or not isinstance(seq, (str, int)) or seq == "":
-        raise IngestError("seq/id must be a non-empty string or an integer")
+        raise IngestError(f"{what} must be a non-empty string or an integer")
     text = str(seq)
     if len(text) > MAX_SEQ_CHARS:
-        raise IngestError(f"seq/id is longer than {MAX_SEQ_CHARS} characters")
+        raise IngestError(f"{what} is longer than {MAX_SEQ_CHARS} characters")
     if not _storable(text):
-        raise IngestError("seq/id holds a NUL or an unpaired surrogate character")
+        raise IngestError(f"{what} holds a NUL or an unpaired surrogate character")
     return text
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def parse_reading(payload: bytes, now: datetime, max_payload: int = 65536) -> Reading:
-    """The reading in ``payload`` received at ``now`` (UTC), or IngestError with the reason."""
+def parse_document(payload: bytes, max_payload: int = 65536) -> Any:
+    """The JSON document in ``payload``, decoded within every bound (size, encoding, nesting depth,
+    number literals, no NaN or Infinity), or IngestError with the reason."""
     if not payload:
         raise IngestError("empty payload")
     if len(payload) > max_payload:
@@ -157,30 +200,31 @@ def parse_reading(payload: bytes, now: datetime, max_payload: int = 65536) -> Re
     if deeper_than(utf8, MAX_DEPTH):
         raise IngestError(f"payload nests arrays or objects more than {MAX_DEPTH} levels deep")
     try:
-        body = _DECODER.decode(text)
+        return _DECODER.decode(text)
     except IngestError:
         raise
     except ValueError:
         raise IngestError("payload is not JSON (nor a bare number)") from None
+
+
+def parse_reading(payload: bytes, now: datetime, max_payload: int = 65536) -> Reading:
+    """The reading in ``payload`` received at ``now`` (UTC), or IngestError with the reason."""
+    body = parse_document(payload, max_payload)
     if not isinstance(body, dict):
-        return Reading((_number(body, "a bare payload"),), True, None, None, _iso(now), now, None)
-    ts, time = _timestamp(body["ts"], now) if "ts" in body else (_iso(now), now)
-    seq = _seq(body)
-    numeric = isinstance(body.get("seq", body.get("id")), int)
+        return Reading((measurement(body, "a bare payload"),), True, None, None, iso_utc(now), now, None)
+    ts, time = timestamp(body["ts"], now) if "ts" in body else (iso_utc(now), now)
+    sent_seq = body.get("seq", body.get("id"))
+    seq = seq_text(sent_seq)
+    numeric = isinstance(sent_seq, int)
     present = [key for key in ("value", "values", "count") if key in body]
     if len(present) != 1:
         raise IngestError('an object needs exactly one of "value", "values" or "count"')
     if "value" in body:
-        return Reading((_number(body["value"], "value"),), True, None, None, ts, time, seq, "ts" in body,
+        return Reading((measurement(body["value"], "value"),), True, None, None, ts, time, seq, "ts" in body,
                        numeric)
     if "values" in body:
-        values = body["values"]
-        if not isinstance(values, list) or not values:
-            raise IngestError("values must be a non-empty list of numbers")
-        if len(values) > MAX_SUBGROUP:
-            raise IngestError(f"values holds {len(values)} measurements; a subgroup has at most "
-                              f"{MAX_SUBGROUP}")
-        numbers = tuple(_number(v, f"values[{i}]") for i, v in enumerate(values))
-        return Reading(numbers, False, None, None, ts, time, seq, "ts" in body, numeric)
-    n = _whole(body["n"], "n", 1) if body.get("n") is not None else None
-    return Reading(None, False, _whole(body["count"], "count", 0), n, ts, time, seq, "ts" in body, numeric)
+        return Reading(subgroup(body["values"], "values"), False, None, None, ts, time, seq, "ts" in body,
+                       numeric)
+    n = whole_number(body["n"], "n", 1) if body.get("n") is not None else None
+    return Reading(None, False, whole_number(body["count"], "count", 0), n, ts, time, seq, "ts" in body,
+                   numeric)

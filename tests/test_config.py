@@ -61,8 +61,14 @@ def second(**keys: object) -> str:
 # --- the example file ------------------------------------------------------------------------
 
 def test_example_file_loads_and_builds_engine_specs() -> None:
-    bore, fill, leaks, shaft, coating = load_characteristics(EXAMPLE)
+    bore, fill, leaks, shaft, coating, kepware_bore, kepware_length, node_red = load_characteristics(EXAMPLE)
     assert [c.id for c in (bore, fill, leaks, shaft, coating)] == [1, 2, 3, 4, 5]
+    assert [c.field_paths() for c in (bore, fill, leaks, shaft, coating)] == [None] * 5
+    assert kepware_bore.topic == kepware_length.topic == "plant1/line3/iotgateway"
+    paths = kepware_length.field_paths()
+    assert paths is not None and (paths.unit, paths.good_quality, paths.subgroups) == ("ms", (True,), True)
+    assert paths.value.expression == "values[?id=='Channel1.Device1.Length'].v | [0]"
+    assert node_red.field_paths() is not None and node_red.field_paths().unit == "iso"  # type: ignore[union-attr]
     assert (shaft.chart_spec().fir, coating.chart_spec().lambda_) == (True, 0.2)
     assert bore.chart_spec() == ChartSpec(
         chart="xbar_r", subgroup_size=5, baseline=25, usl=74.05, lsl=73.95,
@@ -84,6 +90,15 @@ def test_example_file_documents_every_key() -> None:
     header = "\n".join(comments)
     keys = [info.alias or name for name, info in CharacteristicConfig.model_fields.items()]
     assert all(f" {key} " in header or f" {key}," in header for key in keys)
+
+
+def test_example_sparkplug_characteristic_loads_once_uncommented(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    block = text[text.index("# [[characteristic]]\n# id = 9"):]
+    uncommented = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    (gauge,) = load_characteristics(write(tmp_path, uncommented))
+    assert gauge.topic is None and gauge.sparkplug is not None
+    assert gauge.sparkplug.key == ("Plant1", "Line3", "Gauge7", "Bore/Diameter")
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -172,7 +187,8 @@ def test_duplicate_id_is_refused(tmp_path: Path) -> None:
 def test_duplicate_topic_is_refused(tmp_path: Path) -> None:
     message = load_error(tmp_path, second(topic="plant1/line1/bore"))
     assert ': characteristic #2 (id 7, "Fill"): topic: \'plant1/line1/bore\' is already the topic of ' \
-           'characteristic #1 (id 1, "Bore")' in message
+           'characteristic #1 (id 1, "Bore"); characteristics share a topic only when each selects its ' \
+           'reading with value_path, and this one has none' in message
 
 
 def test_characteristic_without_id_or_name_is_named_by_index(tmp_path: Path) -> None:
@@ -202,6 +218,152 @@ def test_file_level_errors(tmp_path: Path, text: str, words: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nope.toml: no such file"):
         load_characteristics(tmp_path / "nope.toml")
+
+
+# --- sources: topic or sparkplug, and the field paths of vendor JSON --------------------------
+
+GAUGE7 = {"group_id": "Plant1", "edge_node_id": "Line3", "device_id": "Gauge7", "metric": "Bore/Diameter"}
+
+
+def metric(**keys: object) -> str:
+    """BORE followed by a Sparkplug characteristic (id 7, "Fill") with keys changed."""
+    values = {"id": 7, "name": "Fill", "sparkplug": GAUGE7, "chart": "imr", **keys}
+    lines = "\n".join(f"{key} = {toml(value)}" for key, value in values.items() if value is not None)
+    return f"{BORE}\n[[characteristic]]\n{lines}\n"
+
+
+TAG = "values[?id=='Channel1.Device1.Fill']"
+
+
+@pytest.mark.parametrize("text, field, words", [
+    (second(sparkplug=GAUGE7), "topic", "give either topic (the MQTT topic the gauge publishes on) or sparkplug"),
+    (metric(sparkplug=None), "topic", "required: the MQTT topic the gauge publishes on, or instead sparkplug ="),
+    (metric(value_path="v"), "value_path", "only with topic: a Sparkplug metric carries its own value"),
+    (metric(sparkplug={**GAUGE7, "group_id": "Plant/1"}), "sparkplug.group_id",
+     "'Plant/1' must not contain '+', '/', '#' or U+0000: a Sparkplug id is one level of its topics"),
+    (metric(sparkplug={**GAUGE7, "edge_node_id": "Line+3"}), "sparkplug.edge_node_id", "'Line+3' must not contain"),
+    (metric(sparkplug={**GAUGE7, "device_id": "#"}), "sparkplug.device_id", "'#' must not contain"),
+    (metric(sparkplug={**GAUGE7, "device_id": ""}), "sparkplug.device_id", "'' must not be empty"),
+    (metric(sparkplug={**GAUGE7, "group_id": "a\u0000"}), "sparkplug.group_id", "U+0000"),
+    (metric(sparkplug={**GAUGE7, "metric": ""}), "sparkplug.metric", "must not be empty"),
+    (metric(sparkplug={**GAUGE7, "edge_node_id": "é" * 33000}), "sparkplug", "longer than 65535 bytes"),
+    (metric(sparkplug={"group_id": "Plant1", "edge_node_id": "Line3"}), "sparkplug.metric", "required"),
+    (metric(sparkplug={**GAUGE7, "alias": 3}), "sparkplug.alias",
+     "unknown key; the keys are group_id, edge_node_id, device_id, metric, n_metric"),
+    (metric(sparkplug="Plant1/Line3"), "sparkplug", "write it as a table: sparkplug = { group_id"),
+    (metric(sparkplug={**GAUGE7, "n_metric": "Bore/Count"}), "sparkplug.n_metric",
+     "only p, np and u charts take a sample size per sample (not a imr chart)"),
+    (second(value_path=f"{TAG}.v |"), "value_path", "not a JMESPath expression: Invalid jmespath expression: "
+                                                     "Incomplete expression"),
+    (second(value_path="values[?id==]"), "value_path",
+     'not a JMESPath expression: invalid token: Parse error at column 12, token "]" (RBRACKET)'),
+    (second(value_path="v", timestamp_path="$t"), "timestamp_path",
+     "not a JMESPath expression: Bad jmespath expression: Unknown token $ at column 0"),
+    (second(value_path="v", quality_path="lenght(q)"), "quality_path",
+     "not a usable JMESPath expression: unknown function lenght()"),
+    (second(value_path="v", seq_path="join(s)"), "seq_path",
+     "not a usable JMESPath expression: function join() takes 2 argument(s), given 1"),
+    (second(value_path="values[?id=='a\u0000']"), "value_path", "must not contain the character U+0000"),
+    (second(value_path=""), "value_path", "not a JMESPath expression: Invalid JMESPath expression: cannot be empty"),
+    (second(timestamp_path="t"), "timestamp_path", "needs value_path (without it the topic's payloads are the "
+                                                   'bridge\'s JSON readings: a number, "value", "values" or "count")'),
+    (second(value_path="v", timestamp_unit="ms"), "timestamp_unit", "needs timestamp_path"),
+    (second(value_path="v", timestamp_path="t", timestamp_unit="us"), "timestamp_unit",
+     "Input should be 'iso', 's' or 'ms' (got 'us')"),
+    (second(value_path="v", good_quality=[True]), "good_quality", "needs quality_path"),
+    (second(value_path="v", quality_path="q", good_quality=[]), "good_quality", "expected a non-empty list"),
+    (second(value_path="v", quality_path="q", good_quality=True), "good_quality", "expected a non-empty list"),
+    (second(value_path="v", quality_path="q", good_quality=[[1]]), "good_quality", "expected a non-empty list"),
+    (second(value_path="v", n_path="n"), "n_path", "only p, np and u charts take a sample size per sample"),
+    (second(value_path="v", n_path="n", chart="c"), "n_path", "(not a c chart)"),
+    (second(colour="red"), "colour", "value_path, timestamp_path, timestamp_unit, quality_path, good_quality, "
+                                     "n_path, seq_path, chart"),
+])
+def test_source_errors_name_the_key(tmp_path: Path, text: str, field: str, words: str) -> None:
+    message = load_error(tmp_path, text)
+    assert message.startswith(f'{tmp_path / "chars.toml"}: characteristic #2 (id 7, "Fill"): {field}: '), message
+    assert words in message, message
+    assert "\n" not in message
+
+
+def test_field_paths_are_compiled_with_their_defaults(tmp_path: Path) -> None:
+    text = second(value_path=f"{TAG}.v | [0]", quality_path=f"{TAG}.q | [0]", seq_path="s",
+                  timestamp_path="t", timestamp_unit="s") + second(
+        id=8, name="Rejects", topic="plant1/line2/rejects", chart="u", subgroup_size=5, value_path="count",
+        n_path="n", quality_path="q", good_quality=[192, "Good", 1.5, False]).removeprefix(BORE)
+    bore, fill, rejects = load_characteristics(write(tmp_path, text))
+    assert bore.field_paths() is None
+    paths = fill.field_paths()
+    assert paths is not None
+    shown = (paths.value.expression, paths.quality and paths.quality.expression, paths.seq and paths.seq.expression)
+    assert shown == (f"{TAG}.v | [0]", f"{TAG}.q | [0]", "s")
+    assert (paths.unit, paths.good_quality, paths.n, paths.attribute, paths.subgroups) == ("s", (True,), None,
+                                                                                         False, False)
+    counted = rejects.field_paths()
+    assert counted is not None and (counted.attribute, counted.subgroups) == (True, False)
+    assert counted.good_quality == (192, "Good", 1.5, False) and counted.unit == "iso"
+    assert [type(good) for good in counted.good_quality] == [int, str, float, bool]
+
+
+def test_characteristics_share_a_topic_when_each_has_a_value_path(tmp_path: Path) -> None:
+    topic = "plant1/line3/iotgateway"
+    tables = [second(id=10 + k, name=f"Tag {k}", topic=topic, value_path=f"values[{k}].v").removeprefix(BORE)
+              for k in range(3)]
+    configs = load_characteristics(write(tmp_path, 'ingest_roots = ["plant1/#"]\n' + BORE + "".join(tables)))
+    assert [c.topic for c in configs[1:]] == [topic] * 3
+    # one of them without value_path: the one that lacks it is named
+    lacking = second(id=13, name="Plain", topic=topic).removeprefix(BORE)
+    message = load_error(tmp_path, BORE + "".join(tables) + lacking)
+    assert ('characteristic #5 (id 13, "Plain"): topic: \'plant1/line3/iotgateway\' is already the topic of '
+            'characteristic #2 (id 10, "Tag 0"); characteristics share a topic only when each selects its reading '
+            'with value_path, and this one has none') in message
+    first_lacks = load_error(tmp_path, second(value_path="v", topic="plant1/line1/bore"))
+    assert first_lacks.endswith('and characteristic #1 (id 1, "Bore") has none')
+
+
+def test_a_sparkplug_metric_feeds_one_characteristic(tmp_path: Path) -> None:
+    message = load_error(tmp_path, metric() + metric(id=8, name="Again").removeprefix(BORE))
+    assert message.endswith('characteristic #3 (id 8, "Again"): sparkplug: metric \'Bore/Diameter\' of '
+                            'Plant1/Line3/Gauge7 is already the source of characteristic #2 (id 7, "Fill")')
+    node_metric = {key: value for key, value in GAUGE7.items() if key != "device_id"}
+    others = (metric(id=8, name="Node", sparkplug=node_metric)
+              + metric(id=9, name="Gauge 8", sparkplug={**GAUGE7, "device_id": "Gauge8"})
+              + metric(id=10, name="Rejects", chart="p", subgroup_size=50,
+                       sparkplug={**GAUGE7, "metric": "Bore/Rejects", "n_metric": "Bore/Inspected"})
+              ).replace(BORE, "")
+    configs = load_characteristics(write(tmp_path, metric() + others))
+    assert [c.sparkplug.key for c in configs[1:] if c.sparkplug] == [
+        ("Plant1", "Line3", "Gauge7", "Bore/Diameter"), ("Plant1", "Line3", None, "Bore/Diameter"),
+        ("Plant1", "Line3", "Gauge8", "Bore/Diameter"), ("Plant1", "Line3", "Gauge7", "Bore/Rejects")]
+    assert configs[-1].sparkplug is not None and configs[-1].sparkplug.n_metric == "Bore/Inspected"
+
+
+def test_ingest_roots_cover_the_topics_only(tmp_path: Path) -> None:
+    """Sparkplug characteristics have no topic: the ingest roots need not (and cannot) cover them."""
+    configs = load_characteristics(write(tmp_path, 'ingest_roots = ["plant1/#"]\n' + metric()))
+    assert configs.ingest_roots == ("plant1/#",) and len(configs) == 2
+    only_metrics = metric().replace(BORE, "")
+    message = load_error(tmp_path, 'ingest_roots = ["plant1/#"]\n' + only_metrics)
+    assert message.endswith("ingest_roots: 'plant1/#' cover(s) no characteristic's topic: remove it or fix the "
+                            "topic")
+
+
+def test_serialised_config_round_trips(tmp_path: Path) -> None:
+    """What the database keeps of a characteristic (model_dump_json) loads again as the same characteristic."""
+    paths = {"value_path": f"{TAG}.v | [0]", "timestamp_path": f"{TAG}.t | [0]", "timestamp_unit": "ms",
+             "quality_path": f"{TAG}.q | [0]", "good_quality": [True, 192, 1.5, "Good"], "seq_path": "s"}
+    text = (second(**paths, **{"lambda": 0.3}).replace('chart = "imr"', 'chart = "ewma"')
+            + metric(id=8, name="Rejects", chart="np", subgroup_size=50,
+                     sparkplug={**GAUGE7, "n_metric": "Bore/Inspected"}).removeprefix(BORE))
+    configs = load_characteristics(write(tmp_path, text))
+    assert [c.chart for c in configs] == ["xbar_r", "ewma", "np"]
+    for config in configs:
+        for again in (CharacteristicConfig.model_validate_json(config.model_dump_json()),
+                      CharacteristicConfig.model_validate(config.model_dump())):
+            assert again == config and again.chart_spec() == config.chart_spec()
+            assert again.field_paths() == config.field_paths()
+    fill = configs[1].field_paths()
+    assert fill is not None and (fill.unit, fill.good_quality) == ("ms", (True, 192, 1.5, "Good"))
 
 
 # --- ingest_roots ----------------------------------------------------------------------------
@@ -331,7 +493,7 @@ def test_settings_from_environment(clean_env: pytest.MonkeyPatch, tmp_path: Path
     values = {
         "BROKER": "wss://bridge:pw@127.0.0.1", "DB": "postgresql+psycopg://spc:dbpw@127.0.0.1:5432/test",
         "CONFIG": "/etc/spc/chars.toml", "CLIENT_ID": "bridge-2", "BATCH_SIZE": "100", "BATCH_MS": "5.5",
-        "MAX_PAYLOAD": "1024", "CA_FILE": str(ca), "MQTT_VERSION": "5",
+        "MAX_PAYLOAD": "1024", "CA_FILE": str(ca), "MQTT_VERSION": "5", "SPARKPLUG_REORDER_TIMEOUT": "0.5",
     }
     for name, value in values.items():
         clean_env.setenv(f"SPC_BRIDGE_{name}", value)
@@ -340,6 +502,7 @@ def test_settings_from_environment(clean_env: pytest.MonkeyPatch, tmp_path: Path
         broker=BrokerUrl("wss", "127.0.0.1", 9443, "bridge", "pw", "/mqtt"),
         db_url="postgresql+psycopg://spc:dbpw@127.0.0.1:5432/test", config_path=Path("/etc/spc/chars.toml"),
         client_id="bridge-2", batch_size=100, batch_ms=5.5, max_payload=1024, ca_file=ca, mqtt_version="5",
+        sparkplug_host_id="bridge", sparkplug_reorder_timeout=0.5,  # the host id: the broker URL's user name
     )
     assert "pw" not in repr(settings)
     # the command line wins over the environment
@@ -363,6 +526,8 @@ def test_config_is_required_without_environment(
     ("BROKER", "tcp://127.0.0.1", "unknown scheme 'tcp'"),
     ("DB", "spc.db", "db: not a database URL"),
     ("CA_FILE", "ca.pem", "ca-file: given, but the broker URL mqtt://127.0.0.1:1883 is not mqtts://"),
+    ("SPARKPLUG_HOST_ID", "line/3", "sparkplug-host-id: must not contain '+', '/', '#'"),
+    ("SPARKPLUG_REORDER_TIMEOUT", "0", "sparkplug-reorder-timeout: must be a finite number of seconds > 0"),
 ])
 def test_bad_settings(clean_env: pytest.MonkeyPatch, env: str, value: str, words: str) -> None:
     clean_env.setenv(f"SPC_BRIDGE_{env}", value)
