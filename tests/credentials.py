@@ -17,12 +17,14 @@ from broker.users import User, UserDirectory
 
 # One user per role, named after it; a gauge publishes on these (the stream's and the tests' gauge topics).
 GAUGE_TOPICS = ("line/#", "t/#", "gauges/g1/#")
+EDGE_NODES = ("Plant1/Line3",)  # the Sparkplug B edge node the edge user speaks for
 ROLE_USERS = (
     User("admin", "admin"),
     User("bridge", "bridge"),
     User("gauge", "gauge", GAUGE_TOPICS),
     User("dashboard", "dashboard"),
     User("operator", "operator"),
+    User("edge", "edge", edge_nodes=EDGE_NODES),
 )
 
 

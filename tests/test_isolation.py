@@ -21,7 +21,8 @@ from sqlalchemy.engine import make_url
 
 from bridge.config import CharacteristicConfig
 from bridge.contract import ERRORS_TOPIC, request_topic
-from bridge.service.pipeline import Inbound, Pipeline
+from bridge.service.messages import Inbound
+from bridge.service.pipeline import Pipeline
 from bridge.service.reject_limits import RejectLimiter
 from bridge.store.queries import create_tables, open_database
 from tests.brokers import BrokerHandle, MqttProbe

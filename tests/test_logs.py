@@ -16,7 +16,8 @@ import pytest
 
 from bridge.config import CharacteristicConfig
 from bridge.contract import sample_topic
-from bridge.service.pipeline import Inbound, Pipeline
+from bridge.service.messages import Inbound
+from bridge.service.pipeline import Pipeline
 from bridge.service.reject_limits import FULL_PER_WINDOW, RejectLimiter
 from bridge.store.queries import create_tables, open_database
 from tests.brokers import HOST, BrokerHandle, EmbeddedBrokerThread, MqttProbe, free_port
@@ -50,7 +51,7 @@ def test_start_rejects_and_stop_are_logged(broker: BrokerHandle, tmp_path: Path)
     assert (f"INFO bridge.service.runner: spc-bridge {version('spc-bridge')} starting: broker "
             f"mqtt://bridge:***@{HOST}:{broker.port} as bridge:test, database sqlite:///{tmp_path / 'spc.db'}, "
             "2 characteristics (imr 2), subscribing to line/#, spc/bridge/request/+/+") in log
-    rejects = re.findall(r"WARNING bridge\.service\.pipeline: reject on line/shaft: (.*)", log)
+    rejects = re.findall(r"WARNING bridge\.service\.rejects: reject on line/shaft: (.*)", log)
     assert len(rejects) == FULL_PER_WINDOW and all("bad reading" in reason or "number" in reason for reason in rejects)
     stopped = re.search(r"stopped: (\d+) readings stored, 0 duplicates dropped, (\d+) rejects, (\d+) events published",
                         log)
@@ -72,7 +73,7 @@ def test_the_count_of_suppressed_rejects_is_logged_when_the_window_ends(tmp_path
     def message(payload: bytes) -> Inbound:
         return Inbound("line/shaft", payload, datetime.now(timezone.utc), None)
 
-    with caplog.at_level(logging.WARNING, "bridge.service.pipeline"):
+    with caplog.at_level(logging.WARNING, "bridge.service.rejects"):
         pipeline.process([message(b"oops") for _ in range(5)])
         time.sleep(0.3)
         pipeline.process([message(b"10.0")])
@@ -153,6 +154,6 @@ def test_json_lines_carry_the_fields_of_a_reject(embedded_broker: EmbeddedBroker
         bridge.stop()
     entries = [json.loads(line) for line in bridge.output().splitlines()]
     reject = next(e for e in entries if e["message"].startswith("reject on"))
-    assert reject["level"] == "warning" and reject["logger"] == "bridge.service.pipeline"
+    assert reject["level"] == "warning" and reject["logger"] == "bridge.service.rejects"
     assert reject["topic"] == SHAFT_TOPIC and reject["reason"] and reject["ts"].endswith("+00:00")
     assert any(e["message"].startswith("stopped: ") and e["stored"] == 0 for e in entries)

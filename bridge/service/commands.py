@@ -10,14 +10,16 @@ What a client controls is bounded before it costs anything (the ``MAX_*`` of bri
 payload size, nesting, command name, transaction, ids. A batch gives commands a bounded share
 (MAX_PER_BATCH, BATCH_SECONDS) and each user has a budget (bridge.service.budget); the rest are
 answered ``busy`` without touching the database (and past a second budget, not at all), so a
-flood of commands never holds up the readings committed with them. Each command runs in a savepoint: one that fails for any reason rolls back its own writes
-only and is answered with the reason.
+flood of commands never holds up the readings committed with them. Each command runs in a
+savepoint: one that fails for any reason rolls back its own writes (and the subscription changes it
+asked for) only and is answered with the reason. Commands reach the characteristics and the
+subscriptions through their context (bridge.service.command_context).
 """
 
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -34,7 +36,8 @@ from bridge.contract import (
 from bridge.jsondepth import deeper_than
 from bridge.service import events
 from bridge.service.budget import Budget
-from bridge.spc import Evaluator
+from bridge.service.command_context import CommandContext
+from bridge.service.messages import Event
 from bridge.store import queries
 from bridge.store.schema import TOPIC_CHARS, USER_CHARS
 
@@ -51,7 +54,6 @@ RETAINED_IGNORED = ("retained command ignored: a request is carried out when it 
 _TRANSACTION_RULE = (f"transaction: must be a string of at most {MAX_TRANSACTION_CHARS} characters "
                      "or a 64-bit integer")
 
-Event = tuple[str, str, bool]  # (topic, payload, retain)
 
 
 class CommandError(ValueError):
@@ -86,7 +88,7 @@ def parse_request_topic(topic: str) -> tuple[str, str] | None:
 def clear_retained(topic: str) -> list[Event]:
     """The event that deletes a retained request from the broker (an empty retained message), so
     it is not replayed at the next start; none for a topic too long to be one."""
-    return [(topic, "", True)] if len(topic) <= TOPIC_CHARS else []
+    return [Event(topic, "", True)] if len(topic) <= TOPIC_CHARS else []
 
 
 def _screen(payload: bytes) -> None:
@@ -135,7 +137,7 @@ def _request(model: type[AckRequest] | type[HistoryRequest], payload: bytes) -> 
 
 
 def _acknowledge(conn: Connection, user: str, payload: bytes, now: str,
-                 evaluators: Mapping[int, Evaluator]) -> tuple[dict[str, Any], list[Event]]:
+                 context: CommandContext) -> tuple[dict[str, Any], list[Event]]:
     request = _request(AckRequest, payload)
     ids = sorted({*([request.violation_id] if request.violation_id is not None else []),
                   *(request.violation_ids or [])})
@@ -156,15 +158,15 @@ def _acknowledge(conn: Connection, user: str, payload: bytes, now: str,
     if done:
         raise CommandError(f"violation(s) {done} already acknowledged")
     rows = queries.acknowledge(conn, ids, user, reason, now)
-    out = [(ack_topic(row.characteristic_id), events.ack_event(row._mapping), False) for row in rows]
+    out = [Event(ack_topic(row.characteristic_id), events.ack_event(row._mapping), False) for row in rows]
     return {"violation_ids": [row.id for row in rows], "ack_user": user, "ack_time": now}, out
 
 
 def _history(conn: Connection, user: str, payload: bytes, now: str,
-             evaluators: Mapping[int, Evaluator]) -> tuple[dict[str, Any], list[Event]]:
+             context: CommandContext) -> tuple[dict[str, Any], list[Event]]:
     request = _request(HistoryRequest, payload)
     cid = request.characteristic_id
-    evaluator = evaluators.get(cid)
+    evaluator = context.evaluator(cid)
     if evaluator is None:
         raise CommandError(f"no characteristic {cid}")
     if not 1 <= request.limit <= MAX_HISTORY:
@@ -193,7 +195,7 @@ _COMMANDS: dict[str, Callable[..., tuple[dict[str, Any], list[Event]]]] = {
 
 def _answer(user: str, command: str, response: CommandResponse) -> Event:
     # cut to their bounds, so the topic fits the outbox even for a name that was refused for its length
-    return response_topic(user[:MAX_USER_CHARS], command[:MAX_COMMAND_CHARS]), response.model_dump_json(), False
+    return Event(response_topic(user[:MAX_USER_CHARS], command[:MAX_COMMAND_CHARS]), response.model_dump_json(), False)
 
 
 def _refused(user: str, command: str, transaction: str | int | None, reason: str) -> Outcome:
@@ -214,7 +216,7 @@ def _savepoint(conn: Connection) -> Iterator[None]:
 
 
 def handle(conn: Connection, user: str, command: str, payload: bytes, now: str,
-           evaluators: Mapping[int, Evaluator]) -> Outcome:
+           context: CommandContext) -> Outcome:
     """Carry out one request in a savepoint of the caller's transaction: its events and response.
 
     Raises only when the database connection is lost (the batch is then retried); any other
@@ -227,24 +229,28 @@ def handle(conn: Connection, user: str, command: str, payload: bytes, now: str,
     except CommandError as error:
         return _refused(user, command, None, str(error))
     transaction = _transaction(payload)
+    mark = context.mark()
     try:
         run = _command(user, command)
         with _savepoint(conn):
-            data, out = run(conn, user, payload, now, evaluators)
+            data, out = run(conn, user, payload, now, context)
             text = CommandResponse(status="ok", data=data, transaction=transaction).model_dump_json()
             if len(text) > MAX_RESPONSE_BYTES:
                 raise CommandError(f"the answer would be {len(text)} bytes, more than {MAX_RESPONSE_BYTES}; "
                                    "ask for a smaller limit")
-        return Outcome(out + [(response_topic(user, command), text, False)], None)
+        return Outcome(out + [Event(response_topic(user, command), text, False)], None)
     except CommandError as error:
+        context.discard(mark)
         return _refused(user, command, transaction, str(error))
     except DBAPIError as error:
+        context.discard(mark)
         if error.connection_invalidated:
             raise
         log.warning("%s of %s could not be carried out: %s", command, user, error.orig)
         return _refused(user, command, transaction,
                         f"the database refused this request ({type(error.orig).__name__}); nothing was changed")
     except Exception as error:
+        context.discard(mark)
         log.exception("%s of %s failed", command, user)
         return _refused(user, command, transaction,
                         f"the bridge could not carry out this request ({type(error).__name__}); "
@@ -282,7 +288,7 @@ class Desk:
         self._warned = -FLOOD_LOG_S
 
     def run(self, conn: Connection, requests: Sequence[Request],
-            evaluators: Mapping[int, Evaluator]) -> list[Outcome]:
+            context: CommandContext) -> list[Outcome]:
         """The outcome of each request, in order."""
         outcomes = []
         carried = 0
@@ -295,7 +301,7 @@ class Desk:
                           f"{self.budget.burst}) per user; ask again in {self.budget.wait(user):.1f} s")
             else:
                 carried += 1
-                outcomes.append(handle(conn, user, command, payload, now, evaluators))
+                outcomes.append(handle(conn, user, command, payload, now, context))
                 continue
             if self.answers.take(user):
                 self.busy += 1

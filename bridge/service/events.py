@@ -1,11 +1,14 @@
 """Turn the engine's results and stored rows into the wire events of bridge.contract (JSON text)."""
 
+import base64
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic_core import to_json
 
-from bridge.contract import AckEvent, CapabilityIndices, DispersionLimits, ErrorEvent, LimitsEvent
+from bridge.contract import (
+    AckEvent, CapabilityIndices, DispersionLimits, ErrorEvent, LimitsEvent, StatusEvent,
+)
 from bridge.spc import ChartSpec, Evaluator
 
 # the name of the dispersion statistic in a sample event, by dispersion chart
@@ -92,8 +95,23 @@ def limits_event(characteristic_id: int, evaluator: Evaluator) -> str:
     ).model_dump_json()
 
 
+def payload_text(payload: bytes, chars: int) -> str:
+    """The start of a payload as at most ``chars`` characters of text: as it is when it is UTF-8 without
+    NUL (which PostgreSQL's text refuses), else ``base64:`` and the base64 of its first bytes (protobuf)."""
+    text = payload[:chars * 4].decode("utf-8", "replace")
+    if "\ufffd" not in text and "\x00" not in text:
+        return text[:chars]
+    return ("base64:" + base64.b64encode(payload[:(chars - 7) * 3 // 4]).decode())[:chars]
+
+
 def error_event(topic: str, reason: str, payload: bytes, received_at: str) -> str:
-    """``spc/bridge/errors``: a rejected input with the start of its payload."""
-    text = payload[:ERROR_PAYLOAD_CHARS * 4].decode("utf-8", "replace")[:ERROR_PAYLOAD_CHARS]
+    """``spc/bridge/errors``: a rejected input with the start of its payload (bridge.service.events.payload_text)."""
+    text = payload_text(payload, ERROR_PAYLOAD_CHARS)
     return ErrorEvent(topic=topic, reason=reason, payload=text,
                       received_at=received_at).model_dump_json()
+
+
+def status_event(characteristic_id: int, stale_reason: str | None, timestamp: str) -> str:
+    """``spc/<id>/status``: stale with its reason, or live (``stale_reason`` None)."""
+    return StatusEvent(characteristic_id=characteristic_id, stale=stale_reason is not None,
+                       stale_reason=stale_reason, timestamp=timestamp).model_dump_json()

@@ -22,8 +22,9 @@ COMMAND_ERROR = "command_error"
 RETAINED_COMMAND = "retained_command"
 SUBSCRIPTION_REFUSED = "subscription_refused"
 INTERNAL_ERROR = "internal_error"
+SPARKPLUG = "sparkplug"  # a Sparkplug message the host cannot take: not protobuf, out of order, never born
 REJECT_CLASSES = (EMPTY, TOO_LARGE, NOT_JSON, BAD_TS, BAD_SEQ, BAD_VALUE, UNKNOWN_TOPIC, CONFLICT,
-                  COMMAND_ERROR, RETAINED_COMMAND, SUBSCRIPTION_REFUSED, INTERNAL_ERROR)
+                  COMMAND_ERROR, RETAINED_COMMAND, SUBSCRIPTION_REFUSED, INTERNAL_ERROR, SPARKPLUG)
 
 # The openings of bridge.ingest's reasons; any other reason (a value the chart cannot take) is BAD_VALUE.
 _INGEST_OPENINGS = (
@@ -32,7 +33,9 @@ _INGEST_OPENINGS = (
     ("payload is not JSON", NOT_JSON),
     ("payload nests", NOT_JSON),
     ("ts ", BAD_TS),
+    ("timestamp_path ", BAD_TS),
     ("seq/id ", BAD_SEQ),
+    ("seq_path ", BAD_SEQ),
 )
 
 

@@ -26,8 +26,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.broker_errors import refused, unreachable
 from bridge.config import BrokerUrl
-from bridge.contract import EVENT_QOS, OFFLINE, ONLINE, STATE_TOPIC
-from bridge.service.pipeline import Inbound
+from bridge.contract import EVENT_QOS
+from bridge.service.messages import Inbound
+from bridge.service.presence import BridgeState, Presence
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 65536
@@ -41,8 +42,9 @@ SESSION_EXPIRY_S = 7 * 24 * 3600  # MQTT 5: keep the session (and queued reading
 
 
 class Token(NamedTuple):
-    """What acknowledging a message needs: its connection, packet id and QoS."""
+    """What acknowledging a message needs: its link, the link's connection, packet id and QoS."""
 
+    link: "MqttLink"
     connection: int
     mid: int
     qos: int
@@ -56,9 +58,10 @@ class Connected(NamedTuple):
 
 
 class Disconnected(NamedTuple):
-    """Control message in the inbox: the connection went down."""
+    """Control message in the inbox: the connection of ``link`` went down."""
 
     reason: str
+    link: "MqttLink"
 
 
 class SubscriptionRefused(NamedTuple):
@@ -66,6 +69,7 @@ class SubscriptionRefused(NamedTuple):
 
     topic_filter: str
     reason: str
+    link: "MqttLink"
 
 
 def _no_delay(sock: Any) -> None:
@@ -128,13 +132,21 @@ def _readable(sock: Any) -> bool:
 
 
 class MqttLink:
-    """One paho client: ingest subscriptions in, events and state out."""
+    """One paho client: subscriptions in, events and presence out.
+
+    The bridge's link keeps a persistent session (``clean`` False): what the broker queued while
+    the bridge was away is delivered when it returns. A Sparkplug host's link starts clean each
+    time, as the specification's host does: the edge nodes' store-and-forward covers the gap.
+    """
 
     def __init__(self, url: BrokerUrl, client_id: str, inbox: "SimpleQueue[Any]",
                  on_confirmed: Callable[[int], None], mqtt_version: str = "3.1.1",
                  ca_file: str | None = None, cert_file: str | None = None,
-                 key_file: str | None = None) -> None:
+                 key_file: str | None = None, presence: Presence | None = None,
+                 clean: bool = False) -> None:
         self.url = url
+        self.presence: Presence = presence or BridgeState()
+        self.clean = clean
         self.inbox = inbox
         self.topics: list[str] = []
         self.stale: list[str] = []
@@ -153,7 +165,7 @@ class MqttLink:
         protocol = paho.MQTTv5 if self._v5 else paho.MQTTv311
         self.client = _Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
-            clean_session=None if self._v5 else False, transport=url.transport,
+            clean_session=None if self._v5 else clean, transport=url.transport,
             manual_ack=True,
         )
         if url.transport == "websockets":
@@ -165,7 +177,6 @@ class MqttLink:
             self.client.tls_set_context(context)
         if url.username is not None:
             self.client.username_pw_set(url.username, url.password)
-        self.client.will_set(STATE_TOPIC, OFFLINE, qos=EVENT_QOS, retain=True)
         self.client.max_queued_messages_set(0)
         self.client.on_socket_open = lambda _c, _u, sock: _no_delay(sock)
         self.client.on_connect = self._on_connect
@@ -177,16 +188,16 @@ class MqttLink:
     def start(self, topics: Sequence[str], stale: Sequence[str] = ()) -> None:
         """Set where to connect, what to subscribe to and what a resumed session may still be
         subscribed to that must go (it would deliver readings twice); :meth:`poll` connects."""
-        self.topics = list(topics)
+        self.topics = list(topics) + ([self.presence.topic] if self.presence.watch else [])
         self.stale = list(stale)
         properties = None
-        if self._v5:
+        if self._v5 and not self.clean:
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = SESSION_EXPIRY_S
         self.client.connect_async(self.url.host, self.url.port, keepalive=30,
-                                  clean_start=False if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+                                  clean_start=self.clean if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
                                   properties=properties)
 
     def poll(self, timeout: float, enough: int = 1) -> None:
@@ -215,6 +226,8 @@ class MqttLink:
         if wait > 0:
             time.sleep(min(wait, timeout))
             return
+        self.presence.connecting()
+        self.client.will_set(self.presence.topic, self.presence.offline(), qos=EVENT_QOS, retain=True)
         try:
             self.client.reconnect()  # the CONNACK comes with a later poll
         except OSError as error:
@@ -245,10 +258,24 @@ class MqttLink:
         self.connected.set()
         log.info("MQTT Connected to %s as %s (connection %d, %s)", self.url, self._client_id, self.connection,
                  "session resumed" if flags.session_present else "new session")
-        if self.connection > 1 and not flags.session_present:
+        if self.connection > 1 and not flags.session_present and not self.clean:
             log.warning("the broker kept no session for %s: readings published while the bridge "
                         "was away are lost (is the broker's persistence on?)", client._client_id)
         self.inbox.put(Connected(self.connection, bool(flags.session_present)))
+
+    def change_subscriptions(self, subscribe: Sequence[str], unsubscribe: Sequence[str]) -> None:
+        """Add and drop topic filters; sent now when connected, and kept for every later connection."""
+        gone = set(unsubscribe)
+        added = [f for f in dict.fromkeys(subscribe) if f not in self.topics]
+        self.topics = [f for f in self.topics if f not in gone] + added
+        self._granted -= gone
+        for topic_filter in gone:
+            self._refused.pop(topic_filter, None)
+        if self.connected.is_set():
+            if gone:
+                self.client.unsubscribe(sorted(gone))
+            for start in range(0, len(added), SUBSCRIBE_CHUNK):
+                self._subscribe(added[start:start + SUBSCRIBE_CHUNK])
 
     def _subscribe(self, filters: list[str]) -> bool:
         """Send one SUBSCRIBE (its SUBACK comes with a later poll); False when it could not be sent."""
@@ -280,14 +307,14 @@ class MqttLink:
                             "after commit and a crash can lose them", code.value, topic_filter)
         if not self.online and self._granted.issuperset(self.topics):
             self.online = True
-            client.publish(STATE_TOPIC, ONLINE, qos=EVENT_QOS, retain=True)
+            client.publish(self.presence.topic, self.presence.online(), qos=EVENT_QOS, retain=True)
             log.info("MQTT subscribed to %s: online", ", ".join(self.topics))
 
     def _refuse(self, topic_filter: str, code: Any) -> None:
         """Log, count and report a refused subscription, and schedule its retry."""
         if not self._refused:
             # a retained ``online`` (kept by a broker that restarted) must not stand while readings are lost
-            self.client.publish(STATE_TOPIC, OFFLINE, qos=EVENT_QOS, retain=True)
+            self.client.publish(self.presence.topic, self.presence.offline(), qos=EVENT_QOS, retain=True)
         wait = self._refused.get(topic_filter, (0.0, 0.0))[1]
         wait = min(RESUBSCRIBE_MAX_S, wait * 2 or RESUBSCRIBE_MIN_S)
         self._refused[topic_filter] = (time.monotonic() + wait, wait)
@@ -296,15 +323,22 @@ class MqttLink:
                   f"{code.getName()}): no reading on it is received and the bridge stays not online; "
                   f"let the bridge's user read it (broker ACL or limits); next try in {wait:g} s")
         log.error("%s", reason)
-        self.inbox.put(SubscriptionRefused(topic_filter, reason))
+        self.inbox.put(SubscriptionRefused(topic_filter, reason, self))
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.connected.clear()
-        self.inbox.put(Disconnected(str(reason)))
+        self.inbox.put(Disconnected(str(reason), self))
 
-    def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        if self.presence.watch and message.topic == self.presence.topic:
+            if message.qos:
+                client.ack(message.mid, message.qos)
+            if self.online and self.presence.says_offline(bytes(message.payload)):
+                log.warning("%s says this bridge is offline: publishing it online again", message.topic)
+                client.publish(self.presence.topic, self.presence.online(), qos=EVENT_QOS, retain=True)
+            return
         self.inbox.put(Inbound(message.topic, bytes(message.payload), datetime.now(timezone.utc),
-                               Token(self.connection, message.mid, message.qos),
+                               Token(self, self.connection, message.mid, message.qos),
                                message.mid if message.qos else None, bool(message.dup),
                                bool(message.retain)))
 
@@ -317,17 +351,18 @@ class MqttLink:
         if token.qos and token.connection == self.connection:
             self.client.ack(token.mid, token.qos)
 
-    def publish(self, topic: str, payload: str, retain: bool) -> int | None:
-        """Send an event at QoS 1; its packet id, or None when not connected."""
+    def publish(self, topic: str, payload: str | bytes, retain: bool, qos: int = EVENT_QOS) -> int | None:
+        """Send an event (at QoS 1 unless told); its packet id, or None when not connected."""
         if not self.connected.is_set():
             return None
-        info = self.client.publish(topic, payload, qos=EVENT_QOS, retain=retain)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
         return info.mid if info.rc == paho.MQTT_ERR_SUCCESS else None
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish ``offline`` (retained) and disconnect cleanly."""
+        self.online = False  # its own ``offline`` coming back is not a reason to republish ``online``
         if self.connected.is_set():
-            info = self.client.publish(STATE_TOPIC, OFFLINE, qos=EVENT_QOS, retain=True)
+            info = self.client.publish(self.presence.topic, self.presence.offline(), qos=EVENT_QOS, retain=True)
             deadline = time.monotonic() + timeout
             while not info.is_published() and self.connected.is_set() and time.monotonic() < deadline:
                 self.poll(0.05)

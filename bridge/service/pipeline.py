@@ -1,114 +1,55 @@
-"""The stages between an MQTT message and its events: route, parse, assemble, evaluate, commit.
+"""The stages between an MQTT message and its events: route, decode, drop resends, evaluate, commit.
 
 One call of :meth:`Pipeline.process` handles a batch in a single transaction: readings, samples,
 violations, rejects, the characteristics' engine state and the events (outbox) are committed
 together, so after a crash the database never holds a sample without its events or state. Only
 after the commit are the messages acknowledged and the events published (by the caller). A batch
 that fails to commit is split around the message at fault (bridge.service.isolation).
+
+The stages live in modules of their own: the router and its decoders (bridge.service.router,
+bridge.service.decoders), resends (bridge.service.resends), the batch and its writer
+(bridge.service.batch), rejects (bridge.service.rejects), commands (bridge.service.commands) and
+the outbox (bridge.service.outbox); this class runs them in order.
 """
 
-import hashlib
-import logging
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
 
-from pydantic_core import to_json
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from bridge.assemble import Assembler, Sample
-from bridge.config import CharacteristicConfig, Characteristics
-from bridge.contract import (
-    ERRORS_TOPIC, REQUEST_FILTER, is_ack_topic, limits_topic, sample_topic, violation_topic,
-)
-from bridge.ingest import IngestError, Reading, parse_reading
-from bridge.service import commands, events, subscriptions
-from bridge.service.idempotency import describe_key, reading_digest, reading_key
+from bridge.config import CharacteristicConfig, Characteristics, SparkplugSource
+from bridge.contract import REQUEST_FILTER, is_ack_topic, limits_topic, sample_topic, violation_topic
+from bridge.fieldpaths import FieldPaths
+from bridge.ingest import IngestError
+from bridge.service import batch as writer
+from bridge.service import commands, events, rejects, subscriptions
+from bridge.service.batch import NO_IDS, Batch
+from bridge.service.command_context import CommandContext
+from bridge.service.decoders import Decoded, JsonDecoder, PathDecoder
+from bridge.service.idempotency import describe_key
 from bridge.service.isolation import Processed, isolate
 from bridge.service.listener import (
     BAD_VALUE, COMMAND_ERROR, CONFLICT, INTERNAL_ERROR, RETAINED_COMMAND, SUBSCRIPTION_REFUSED,
-    UNKNOWN_TOPIC, NoListener, PipelineListener, ingest_class,
+    UNKNOWN_TOPIC, NoListener, PipelineListener,
 )
+from bridge.service.messages import Event, Inbound, Outgoing
+from bridge.service.outbox import Outbox
+from bridge.service.registry import Characteristic, Registry
 from bridge.service.reject_limits import RejectLimiter
-from bridge.spc import MONITORING, ChartSpec, Evaluation
+from bridge.service.resends import Resends
+from bridge.service.router import Router
+from bridge.service.sparkplug_decoder import Binding, SparkplugDecoder
+from bridge.sparkplug.host import MetricKey, SparkplugHost
+from bridge.sparkplug.topics import NAMESPACE, device_topic, node_topic
+from bridge.spc import MONITORING, Evaluation
 from bridge.store import queries
-from bridge.store.schema import TOPIC_CHARS, outbox, readings, rejects
 
-log = logging.getLogger(__name__)
-REJECT_PAYLOAD_CHARS = 4096
-REASON_CHARS = 1000
 START_CHUNK = 500  # characteristics set up at a time
 
 
-class Inbound(NamedTuple):
-    """A message as received: the transport's ``token`` is what acknowledging it needs.
-
-    ``delivery_id`` is the MQTT packet id of a QoS 1 message (None at QoS 0) and ``redelivered``
-    its DUP flag: the broker is sending it again because it has no PUBACK for it. ``retained`` is
-    the RETAIN flag: the broker replays a stored message because a subscription was just made.
-    """
-
-    topic: str
-    payload: bytes
-    received_at: datetime
-    token: Any
-    delivery_id: int | None = None
-    redelivered: bool = False
-    retained: bool = False
-
-
-class Outgoing(NamedTuple):
-    """A committed event to publish; ``seq`` orders it in this bridge's outbox."""
-
-    seq: int
-    topic: str
-    payload: str
-    retain: bool
-
-
-# A broker hands out a packet id again only after tens of thousands of others (Mosquitto and
-# amqtt count up to 65535), while a redelivery concerns one of the last in-flight window of
-# messages; so a DUP whose id and content match one of the last REDELIVERY_WINDOW deliveries is
-# that delivery again.
-REDELIVERY_WINDOW = 30_000
-RETAINED_WINDOW = 1_000  # a retained message replays one of the topic's recent readings
-
-
-def _digest(message: Inbound) -> str:
-    return hashlib.blake2b(message.topic.encode() + b"\0" + message.payload, digest_size=8).hexdigest()
-
-
-@dataclass(slots=True)
-class Characteristic:
-    """A configured characteristic at run time: what running it needs of its configuration."""
-
-    id: int
-    spec: ChartSpec
-    assembler: Assembler
-    published_limits: int = -1  # the evaluator's limits_version last put in the outbox
-    limits_at: float = 0.0  # monotonic time the limits event was last put in the outbox
-
-
-def _sample_payload(key: tuple[int, int], row: dict[str, Any], spec: ChartSpec,
-                    seq: str | int | None) -> Callable[["_Ids"], str]:
-    """The sample event of ``key``, once its id is known."""
-    return lambda ids: events.sample_event(ids.samples[key], row, spec, seq)
-
-
-def _ready(payload: str) -> Callable[["_Ids"], str]:
-    """An event whose payload needs no database id."""
-    return lambda _: payload
-
-
-def _violation_payload(position: int) -> Callable[["_Ids"], str]:
-    """The event of the batch's ``position``-th violation, once the ids are known."""
-    return lambda ids: events.violation_event(ids.violations[position], ids.violation_rows[position])
-
-
-def _verdict(ev: Evaluation) -> dict[str, Any]:
+def _verdict(ev: Evaluation) -> dict[str, object]:
     """What the engine said of a sample, by the samples table's columns (queries.VERDICT_COLUMNS)."""
     return {"zone": ev.zone, "in_control": ev.in_control,
             "ucl": ev.limits.ucl if ev.limits is not None else None,
@@ -116,170 +57,190 @@ def _verdict(ev: Evaluation) -> dict[str, Any]:
             "cusum_upper": ev.cusum_upper, "cusum_lower": ev.cusum_lower, "ewma": ev.ewma}
 
 
-def _json(value: Any) -> str:
-    # pydantic-core writes compact JSON two to five times as fast as json.dumps, and every
-    # reading stores its measurements and its characteristic's state
-    return to_json(value).decode()
+def _source_topic(config: CharacteristicConfig) -> str:
+    """The topic a characteristic's readings come on: its own, or its Sparkplug metric's data topic."""
+    source = config.sparkplug
+    if source is None:
+        assert config.topic is not None  # the configuration gives one or the other
+        return config.topic
+    if source.device_id is None:
+        return node_topic(source.group_id, "NDATA", source.edge_node_id)
+    return device_topic(source.group_id, "DDATA", source.edge_node_id, source.device_id)
+
+
+def _binding(ch: Characteristic, source: SparkplugSource) -> Binding:
+    """``ch`` bound to its Sparkplug metric (and the metric of its sample size)."""
+    def key(metric: str) -> MetricKey:
+        return MetricKey(source.group_id, source.edge_node_id, source.device_id, metric)
+    return Binding(ch, key(source.metric), key(source.n_metric) if source.n_metric is not None else None)
 
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _reject_row(topic: str, reason: str, payload: bytes, received_at: datetime) -> dict[str, Any]:
-    """A row of the rejects table: the topic and reason, cut to their columns, and the payload's start."""
-    return {
-        "topic": topic[:TOPIC_CHARS], "reason": reason[:REASON_CHARS], "received_at": received_at,
-        "payload": payload[:REJECT_PAYLOAD_CHARS * 4].decode("utf-8", "replace")[:REJECT_PAYLOAD_CHARS],
-    }
-
-
-class _Ids(NamedTuple):
-    """Database ids of a batch's samples (by characteristic and idx) and violations (by position)."""
-
-    samples: dict[tuple[int, int], int]
-    violations: list[int]
-    violation_rows: list[dict[str, Any]]
-
-
-class _Batch:
-    """Rows and events collected while one batch is evaluated, before ids exist."""
-
-    def __init__(self) -> None:
-        self.samples: list[dict[str, Any]] = []
-        self.sample_at: dict[tuple[int, int], int] = {}   # (characteristic, idx) -> position
-        self.judged: list[dict[str, Any]] = []
-        self.readings: list[dict[str, Any]] = []
-        self.violations: list[tuple[int, int, Any]] = []   # (characteristic, idx, Violation)
-        self.rejects: list[dict[str, Any]] = []
-        self.deliveries: dict[int, dict[str, Any]] = {}  # by packet id
-        self.requests: list[tuple[Inbound, str, str]] = []  # (message, user, command)
-        self.keys: dict[int, tuple[str | None, str]] = {}  # id(reading) -> (key, digest)
-        self.now = time.monotonic()
-        self.full: Counter[str] = Counter()  # rejects kept in full, by budget (RejectLimiter)
-        self.suppressed: Counter[str] = Counter()  # rejects only counted
-        self.classes: Counter[str] = Counter()  # rejects, stored or counted, by class (bridge.service.listener)
-        self.commands = 0  # messages on the request topics
-        self.acknowledged = 0  # violations acknowledged by the batch's commands
-        # events in publication order: (topic, retain, payload from the ids once they are known)
-        self.events: list[tuple[str, bool, Callable[[_Ids], str]]] = []
-
-
 class Pipeline:
     """Evaluates batches of inbound messages for a set of characteristics and stores them."""
 
     def __init__(self, engine: Engine, bridge: str, configs: Sequence[CharacteristicConfig],
-                 max_payload: int = 65536, capability_interval: float = 10.0) -> None:
+                 max_payload: int = 65536, capability_interval: float = 10.0,
+                 reorder_timeout_s: float = 2.0) -> None:
         self.engine = engine
         self.bridge = bridge
         self.max_payload = max_payload
         self.capability_interval = capability_interval
+        self.reorder_timeout_s = reorder_timeout_s
         self._configs = list(configs)  # until start(): the pipeline keeps only what runs
         self.ingest_roots = configs.ingest_roots if isinstance(configs, Characteristics) else ()
-        self.by_topic: dict[str, Characteristic] = {}
-        self.by_id: dict[int, Characteristic] = {}
-        self.next_seq = 1
-        self.delivered = 0  # counter of the latest delivery recorded
+        self.by_id: Registry = {}
+        self.router = Router()
+        self.sparkplug: SparkplugDecoder | None = None  # with characteristics fed by Sparkplug metrics
+        self.outbox = Outbox(engine, bridge)
+        self.resends = Resends(bridge)
         self.stored = 0  # readings committed by this process
         self.rejected = 0
-        self.duplicates = 0
         self.commands = commands.Desk()
         self.reject_limits = RejectLimiter()
         self.listener: PipelineListener = NoListener()  # told what each commit did (metrics)
         self._stale: dict[int, Characteristic] = {}  # touched by a failed batch: reload before use
         self.stale_filters: list[str] = []  # subscriptions a resumed session may hold: to unsubscribe
+        self.subscription_changes: list[tuple[list[str], list[str]]] = []  # asked by commands: to make
+
+    @property
+    def duplicates(self) -> int:
+        """Resends dropped by this process: deliveries and readings seen before."""
+        return self.resends.duplicates
+
+    @property
+    def next_seq(self) -> int:
+        """The outbox seq of the next event."""
+        return self.outbox.next_seq
 
     @property
     def topics(self) -> list[str]:
         """The filters to subscribe to: the ingest roots (the file's, else derived from the
         characteristics' topics) and the command requests."""
-        return [*(self.ingest_roots or subscriptions.derive_roots(self.by_topic)), REQUEST_FILTER]
+        return [*(self.ingest_roots or subscriptions.derive_roots(self.router.topics)), REQUEST_FILTER]
+
+    @property
+    def sparkplug_topics(self) -> list[str]:
+        """The filters of the Sparkplug host's connection: every group a characteristic's metric is in."""
+        if self.sparkplug is None:
+            return []
+        return [f"{NAMESPACE}/{group}/#" for group in sorted({k.group_id for k in self.sparkplug.by_key})]
 
     def start(self) -> list[Outgoing]:
         """Load the characteristics and their saved state (the tables exist: queries.create_tables)
         and find the stale subscriptions; return every unconfirmed event."""
         configs, self._configs = self._configs, []
         configs.reverse()
+        shared: dict[str, list[tuple[Characteristic, FieldPaths]]] = {}
+        bindings: list[Binding] = []
         with self.engine.begin() as conn:
             # 0.1 subscribed to each characteristic's topic; later versions record their filters
             earlier = queries.characteristic_topics(conn)
             saved = queries.load_states(conn)
-            self.next_seq = queries.next_outbox_seq(conn, self.bridge)
-            self.delivered = queries.last_delivery(conn, self.bridge)
+            pending = self.outbox.load(conn)
+            self.resends.load(conn)
             self.listener.on_violations(queries.open_violations(conn), 0)
             # A chunk at a time, each configuration dropped once its characteristic runs: the
             # run-time objects reuse the configurations' memory instead of adding to it.
             while configs:
                 chunk = [configs.pop() for _ in range(min(START_CHUNK, len(configs)))]
                 queries.sync_characteristics(conn, [
-                    {"id": c.id, "name": c.name, "topic": c.topic, "chart": c.chart,
+                    {"id": c.id, "name": c.name, "topic": _source_topic(c), "chart": c.chart,
                      "config": c.model_dump_json()} for c in chunk])
-                batch = _Batch()
+                work = Batch()
                 for config in chunk:
-                    state, pending = saved.pop(config.id, (None, None))
+                    state, waiting = saved.pop(config.id, (None, None))
                     spec = config.chart_spec()
-                    ch = Characteristic(config.id, spec, Assembler(spec, state, pending))
-                    self.by_topic[config.topic] = ch
+                    ch = Characteristic(config.id, spec, Assembler(spec, state, waiting))
                     self.by_id[config.id] = ch
+                    paths = config.field_paths()
+                    if config.sparkplug is not None:
+                        bindings.append(_binding(ch, config.sparkplug))
+                    elif paths is None:
+                        self.router.add_topic(_source_topic(config), JsonDecoder(ch, self.max_payload))
+                    else:
+                        shared.setdefault(_source_topic(config), []).append((ch, paths))
                     # limits are retained: republish them on every start, a broker may have lost them
-                    self._limits(batch, ch)
+                    self._limits(work, ch)
                 del chunk
-                self._write_events(conn, batch, _Ids({}, [], []))
+                pending += self.outbox.write(conn, work.events(NO_IDS))
+            for topic, selections in shared.items():
+                self.router.add_topic(topic, PathDecoder(selections, self.max_payload))
+            if bindings:
+                self.sparkplug = SparkplugDecoder(SparkplugHost(self.reorder_timeout_s), bindings)
+                self.router.add_root(NAMESPACE, self.sparkplug)
+                pending += self.outbox.write(conn, self.sparkplug.unborn())  # a retained "live" may be old
             earlier |= queries.replace_subscriptions(conn, self.bridge, self.topics)
             self.stale_filters = sorted(earlier - set(self.topics))
-            return [Outgoing(*r) for r in queries.pending_outbox(conn, self.bridge, 0, 10**9)]
+            return pending
 
     def pending_after(self, seq: int, limit: int) -> list[Outgoing]:
         """Committed events after ``seq`` (to catch up when they were not kept in memory)."""
-        with self.engine.connect() as conn:
-            return [Outgoing(*r) for r in queries.pending_outbox(conn, self.bridge, seq, limit)]
+        return self.outbox.pending_after(seq, limit)
 
     def forget_confirmed(self, up_to: int) -> None:
         """Delete the events the broker has acknowledged."""
-        with self.engine.begin() as conn:
-            queries.delete_confirmed(conn, self.bridge, up_to)
+        self.outbox.forget_confirmed(up_to)
 
     # ------------------------------------------------------------------ batch
-    def process(self, batch: Sequence[Inbound]) -> Processed[Inbound, Outgoing]:
+    def process(self, messages: Sequence[Inbound]) -> Processed[Inbound, Outgoing]:
         """Evaluate and commit a batch, rejecting alone any message that cannot be processed; its
         events (to publish after the commit), the messages to acknowledge and those to retry."""
-        done = isolate(batch, self._process, self._quarantine,
+        done = isolate(messages, self._process, self._quarantine,
                        lambda error: queries.unavailable(self.engine, error))
         if done.retry:
             self.listener.on_unavailable(len(done.retry))
         return done
 
-    def _process(self, batch: Sequence[Inbound]) -> list[Outgoing]:
-        """Evaluate and commit ``batch`` in one transaction; on failure nothing of it remains."""
+    def _process(self, messages: Sequence[Inbound]) -> list[Outgoing]:
+        """Evaluate and commit ``messages`` in one transaction; on failure nothing of it remains."""
         touched: dict[int, Characteristic] = {}
-        saved = self.delivered, self.duplicates, self.next_seq
+        saved = self.resends.delivered, self.resends.duplicates, self.outbox.next_seq
         started = time.perf_counter()
+        stateful = list(self.router.stateful())
+        for decoder in stateful:
+            decoder.begin()
         try:
             with self.engine.begin() as conn:
                 self._restore(conn)
-                work = _Batch()
-                self._summaries(work)
-                fresh = self._new_deliveries(conn, work, batch)
-                parsed = [p for p in (self._parse(work, m) for m in fresh) if p is not None]
-                for message, ch, reading in self._unseen(conn, work, parsed):
-                    touched[ch.id] = ch
-                    self._accept(work, message, ch, reading)
-                out = self._commit(conn, work, touched)
+                work = Batch()
+                rejects.summaries(self.reject_limits, work, datetime.now(timezone.utc))
+                decoded: list[tuple[Inbound, Decoded]] = []
+                for message in self.resends.new_deliveries(conn, work, messages):
+                    decoded += self._decode(work, message)
+                unseen, conflicts = self.resends.unseen(conn, decoded)
+                for message, d in conflicts:
+                    self._reject(work, message, f"{describe_key(d.key or '')} already stored with another value",
+                                 CONFLICT)
+                for message, d in unseen:
+                    touched[d.characteristic.id] = d.characteristic
+                    self._accept(work, message, d)
+                context = CommandContext(self.by_id)
+                out = self._commit(conn, work, touched, context)
         except Exception:
-            self.delivered, self.duplicates, self.next_seq = saved
+            self.resends.delivered, self.resends.duplicates, self.outbox.next_seq = saved
             self._stale.update(touched)
+            for decoder in stateful:
+                decoder.rollback()
             raise
+        for decoder in stateful:
+            decoder.commit()
+        if context.subscribe or context.unsubscribe:
+            self.subscription_changes.append((context.subscribe, context.unsubscribe))
         self.stored += len(work.readings)
         self.rejected += len(work.rejects) + sum(work.suppressed.values())
         self.reject_limits.commit(work.now, work.full, work.suppressed)
-        self._report(batch, work, time.perf_counter() - started, self.duplicates - saved[1])
+        self._report(messages, work, time.perf_counter() - started, self.resends.duplicates - saved[1])
         return out
 
-    def _report(self, batch: Sequence[Inbound], work: _Batch, seconds: float, duplicates: int) -> None:
+    def _report(self, messages: Sequence[Inbound], work: Batch, seconds: float, duplicates: int) -> None:
         """Tell the listener what a committed transaction did."""
         listener = self.listener
-        listener.on_batch(batch, seconds)
-        listener.on_readings(len(batch) - work.commands, len(work.readings), duplicates, work.commands)
+        listener.on_batch(messages, seconds)
+        listener.on_readings(len(messages) - work.commands, len(work.readings), duplicates, work.commands)
         if work.classes:
             listener.on_rejects(work.classes)
         if work.violations or work.acknowledged:
@@ -287,32 +248,31 @@ class Pipeline:
 
     def _quarantine(self, message: Inbound, error: Exception) -> list[Outgoing]:
         """Record a message that fails however it is tried as a reject, alone in its transaction."""
-        reason = f"internal error: {type(error).__name__}: {error}"[:REASON_CHARS]
+        reason = f"internal error: {type(error).__name__}: {error}"[:rejects.REASON_CHARS]
         started = time.perf_counter()
-        work = _Batch()
+        work = Batch()
         self._reject(work, message, reason, INTERNAL_ERROR)
         out = self._store_rejects(work, [message])
         self._report([message], work, time.perf_counter() - started, 0)
         return out
 
-    def _store_rejects(self, work: _Batch, deliveries: Sequence[Inbound] = ()) -> list[Outgoing]:
-        """Commit the rejects of ``work`` (and the deliveries of ``deliveries``) in a transaction of
-        their own; their events."""
-        saved = self.delivered, self.next_seq
+    def _store_rejects(self, work: Batch, deliveries: Sequence[Inbound] = ()) -> list[Outgoing]:
+        """Commit the rejects and events of ``work`` (and the deliveries of ``deliveries``) in a
+        transaction of their own; their events."""
+        saved = self.resends.delivered, self.outbox.next_seq
         try:
             with self.engine.begin() as conn:
-                self._new_deliveries(conn, work, deliveries)
-                queries.insert_rows(conn, rejects, work.rejects)
-                queries.record_deliveries(conn, list(work.deliveries.values()))
-                out = self._write_events(conn, work, _Ids({}, [], []))
+                self.resends.new_deliveries(conn, work, deliveries)
+                writer.write_records(conn, work, ())
+                out = self.outbox.write(conn, work.events(NO_IDS))
         except Exception:
-            self.delivered, self.next_seq = saved
+            self.resends.delivered, self.outbox.next_seq = saved
             raise
         self.rejected += len(work.rejects) + sum(work.suppressed.values())
         self.reject_limits.commit(work.now, work.full, work.suppressed)
         return out
 
-    def _restore(self, conn: Any) -> None:
+    def _restore(self, conn: Connection) -> None:
         """Put the characteristics a failed batch touched back to their stored state."""
         if not self._stale:
             return
@@ -323,124 +283,42 @@ class Pipeline:
             ch.published_limits = -1 if state is None else ch.assembler.evaluator.limits_version
         self._stale.clear()
 
-    def _summaries(self, work: _Batch) -> None:
-        """Rejects of topics whose window of full rejects is over, counting what was not stored."""
-        for topic, suppressed in self.reject_limits.ended(work.now):
-            if suppressed:
-                reason = (f"{suppressed} more rejects on this topic were counted but not stored: only the"
-                          f" first {self.reject_limits.full_per_window} each {self.reject_limits.window_s:g} s are")
-                self._record_reject(work, topic, reason, b"", datetime.now(timezone.utc), None)
-
-    def _new_deliveries(self, conn: Any, work: _Batch, batch: Sequence[Inbound]) -> list[Inbound]:
-        """The messages of ``batch`` that are not redeliveries of messages processed before: a DUP
-        whose packet id and content match one of the last REDELIVERY_WINDOW deliveries.
-
-        Content alone cannot tell: after a crash the broker also redelivers, with DUP, messages the
-        bridge never processed, whose content may equal a recent reading's. A broker that renumbers
-        redeliveries (RabbitMQ) is covered by the readings' keys (seq or ts), not here.
-        """
-        redelivered = [m.delivery_id for m in batch if m.redelivered and m.delivery_id is not None]
-        seen = queries.deliveries_of(conn, self.bridge, redelivered)
-        fresh = []
-        for message in batch:
-            mid = message.delivery_id
-            if mid is not None:
-                digest = _digest(message)
-                prior = seen.get(mid)
-                if (message.redelivered and prior is not None and prior[0] == digest
-                        and self.delivered - prior[1] < REDELIVERY_WINDOW):
-                    self.duplicates += 1
-                    continue
-                self.delivered += 1
-                seen[mid] = (digest, self.delivered)
-                work.deliveries[mid] = {"bridge": self.bridge, "mid": mid, "digest": digest,
-                                        "counter": self.delivered}
-            fresh.append(message)
-        return fresh
-
-    def _unseen(self, conn: Any, work: _Batch, parsed: list[tuple[Inbound, Characteristic, Reading]]
-                ) -> list[tuple[Inbound, Characteristic, Reading]]:
-        """The readings not stored before: a stored key with the same digest is a resend (dropped
-        and counted), with another digest a conflict (rejected); a retained replay without a key is
-        a resend when one of its characteristic's last RETAINED_WINDOW readings says the same."""
-        keyed = [(ch.id, key) for _, ch, r in parsed if (key := reading_key(r)) is not None]
-        known = queries.known_keys(conn, keyed)
-        replayed = {ch.id for m, ch, r in parsed if m.retained and reading_key(r) is None}
-        recent = {cid: queries.recent_digests(conn, cid, RETAINED_WINDOW) for cid in replayed}
-        unseen = []
-        for message, ch, reading in parsed:
-            key, digest = reading_key(reading), reading_digest(reading)
-            if key is not None:
-                if (ch.id, key) in known:
-                    if known[(ch.id, key)] in (digest, None):  # None: stored by 0.1, which kept no digest
-                        self.duplicates += 1
-                    else:
-                        self._reject(work, message, f"{describe_key(key)} already stored with another value",
-                                     CONFLICT)
-                    continue
-                known[(ch.id, key)] = digest
-            elif message.retained:
-                if digest in recent[ch.id]:
-                    self.duplicates += 1
-                    continue
-                recent[ch.id].add(digest)
-            work.keys[id(reading)] = (key, digest)
-            unseen.append((message, ch, reading))
-        return unseen
-
-    def _parse(self, work: _Batch, message: Inbound) -> tuple[Inbound, Characteristic, Reading] | None:
+    def _decode(self, work: Batch, message: Inbound) -> list[tuple[Inbound, Decoded]]:
+        """The readings of ``message``; a command is queued, what cannot be used is rejected."""
         request = commands.parse_request_topic(message.topic)
         if request is not None:
             work.commands += 1
             if message.retained and message.payload:  # replayed by the broker: reject it and clear it
                 self._reject(work, message, commands.RETAINED_IGNORED, RETAINED_COMMAND)
-                work.events += [(t, r, _ready(p)) for t, p, r in commands.clear_retained(message.topic)]
+                work.add_events(commands.clear_retained(message.topic))
             else:
                 work.requests.append((message, *request))
-            return None
-        ch = self.by_topic.get(message.topic)
-        if ch is None:
+            return []
+        decoder = self.router.route(message.topic)
+        if decoder is None:
             self._reject(work, message, f"no characteristic for topic {message.topic}", UNKNOWN_TOPIC)
-            return None
-        try:
-            return message, ch, parse_reading(message.payload, message.received_at, self.max_payload)
-        except IngestError as error:
-            reason = str(error)
-            self._reject(work, message, reason, ingest_class(reason))
-            return None
+            return []
+        decoding = decoder.decode(message)
+        for refusal in decoding.refusals:
+            self._reject(work, message, refusal.reason, refusal.kind)
+        work.add_events(decoding.events)
+        return [(message, d) for d in decoding.readings]
 
-    def _reject(self, work: _Batch, message: Inbound, reason: str, kind: str) -> None:
-        self._record_reject(work, message.topic, reason, message.payload, message.received_at, kind)
+    def _reject(self, work: Batch, message: Inbound, reason: str, kind: str) -> None:
+        rejects.record(self.reject_limits, work, message.topic, reason, message.payload, message.received_at, kind)
 
-    def _record_reject(self, work: _Batch, topic: str, reason: str, payload: bytes,
-                       received_at: datetime, kind: str | None) -> None:
-        """Store and publish a reject, unless its topic has had its full rejects this minute; count
-        it by ``kind`` (None: a summary of rejects counted before, not a reject itself)."""
-        if kind is not None:
-            work.classes[kind] += 1
-        budget = self.reject_limits.key(topic)
-        if not self.reject_limits.admit(budget, work.now, work.full):
-            work.suppressed[budget] += 1
-            return
-        work.full[budget] += 1
-        log.warning("reject on %s: %s", topic[:200], reason, extra={"topic": topic[:200], "reason": reason})
-        work.rejects.append(_reject_row(topic, reason, payload, received_at))
-        event = events.error_event(topic, reason, payload, _iso(received_at))
-        work.events.append((ERRORS_TOPIC, False, _ready(event)))
-
-    def _accept(self, work: _Batch, message: Inbound, ch: Characteristic, reading: Reading) -> None:
-        cid = ch.id
+    def _accept(self, work: Batch, message: Inbound, d: Decoded) -> None:
+        ch, reading = d.characteristic, d.reading
         try:
             accepted = ch.assembler.accept(reading)
         except IngestError as error:
             self._reject(work, message, str(error), BAD_VALUE)
             return
-        key, digest = work.keys[id(reading)]
         work.readings.append({
-            "characteristic_id": cid, "sample_idx": accepted.sample_idx, "seq": reading.seq,
-            "reading_key": key, "digest": digest,
+            "characteristic_id": ch.id, "sample_idx": accepted.sample_idx, "seq": reading.seq,
+            "reading_key": d.key, "digest": d.digest,
             "ts": reading.ts, "received_at": message.received_at,
-            "measurements": _json(reading.values) if reading.values is not None else None,
+            "measurements": writer.json_text(reading.values) if reading.values is not None else None,
             "count": reading.count, "n": reading.n,
         })
         for sample in accepted.completed:
@@ -452,84 +330,61 @@ class Pipeline:
                 and work.now - ch.limits_at >= self.capability_interval):
             self._limits(work, ch)  # new limits, or a capability that moved with the samples
 
-    def _sample(self, work: _Batch, ch: Characteristic, sample: Sample, seq: str | int | None) -> None:
+    def _sample(self, work: Batch, ch: Characteristic, sample: Sample, seq: str | int | None) -> None:
         cid = ch.id
-        evaluator = ch.assembler.evaluator
         for ev in sample.evaluations:
             key = (cid, ev.index)
             verdict = _verdict(ev)
             if ev.index == sample.idx:
-                row = {"characteristic_id": cid, "idx": ev.index, "ts": sample.ts, "value": ev.value,
-                       "n": ev.n, "spread": ev.spread, **verdict}
-                work.sample_at[key] = len(work.samples)
-                work.samples.append(row)
                 # the event tells the verdict as the sample arrived, whatever the batch holds after it
-                work.events.append((sample_topic(cid), False,
-                                    _sample_payload(key, dict(row), evaluator.spec, seq)))
+                work.sample(sample_topic(cid), key, {
+                    "characteristic_id": cid, "idx": ev.index, "ts": sample.ts, "value": ev.value,
+                    "n": ev.n, "spread": ev.spread, **verdict}, ch.spec, seq)
             elif key in work.sample_at:  # a baseline sample of this same batch, judged late
                 work.samples[work.sample_at[key]].update(verdict)
             else:
                 work.judged.append({"cid": cid, "i": ev.index, **verdict})
             for violation in ev.violations:
-                work.events.append((violation_topic(cid), False,
-                                    _violation_payload(len(work.violations))))
-                work.violations.append((cid, ev.index, violation))
+                work.violation(violation_topic(cid), cid, ev.index, violation)
 
-    def _limits(self, work: _Batch, ch: Characteristic) -> None:
+    def _limits(self, work: Batch, ch: Characteristic) -> None:
         evaluator = ch.assembler.evaluator
         ch.published_limits, ch.limits_at = evaluator.limits_version, work.now
-        payload = events.limits_event(ch.id, evaluator)
-        work.events.append((limits_topic(ch.id), True, _ready(payload)))
+        work.event(limits_topic(ch.id), events.limits_event(ch.id, evaluator), retain=True)
 
-    def _commit(self, conn: Any, work: _Batch, touched: dict[int, Characteristic]) -> list[Outgoing]:
-        sample_ids = dict(zip(((r["characteristic_id"], r["idx"]) for r in work.samples),
-                              queries.insert_samples(conn, work.samples)))
-        sample_ids.update(queries.update_judged_samples(conn, work.judged))
-        queries.insert_rows(conn, readings, work.readings)
-        violation_rows = [
-            {"characteristic_id": cid, "sample_id": sample_ids[(cid, idx)], "rule_id": v.rule_id,
-             "rule_name": v.rule_name, "severity": v.severity, "chart": v.chart,
-             "acknowledged": False}
-            for cid, idx, v in work.violations]
-        violation_ids = queries.insert_violations(conn, violation_rows)
-        self._requests(conn, work)
-        queries.insert_rows(conn, rejects, work.rejects)
-        queries.record_deliveries(conn, list(work.deliveries.values()))
-        queries.save_states(conn, [
-            {"characteristic_id": cid, "state": _json(ch.assembler.evaluator.state()),
-             "pending": _json(ch.assembler.pending)} for cid, ch in touched.items()])
-        return self._write_events(conn, work, _Ids(sample_ids, violation_ids, violation_rows))
+    def _commit(self, conn: Connection, work: Batch, touched: dict[int, Characteristic],
+                context: CommandContext) -> list[Outgoing]:
+        ids = writer.write_measurements(conn, work)
+        self._requests(conn, work, context)
+        writer.write_records(conn, work, touched.values())
+        return self.outbox.write(conn, work.events(ids))
 
-    def _requests(self, conn: Any, work: _Batch) -> None:
+    def _requests(self, conn: Connection, work: Batch, context: CommandContext) -> None:
         """Carry out the batch's commands, after its data is written (acknowledgements need it);
         those over their user's budget or the batch's share are answered busy (commands.Desk)."""
         if not work.requests:
             return
-        evaluators = {cid: ch.assembler.evaluator for cid, ch in self.by_id.items()}
         outcomes = self.commands.run(conn, [
             commands.Request(user, command, message.payload, _iso(message.received_at))
-            for message, user, command in work.requests], evaluators)
+            for message, user, command in work.requests], context)
         for (message, _, _), outcome in zip(work.requests, outcomes):
-            for topic, payload, retain in outcome.events:
-                work.events.append((topic, retain, _ready(payload)))
-                work.acknowledged += is_ack_topic(topic)
+            work.add_events(outcome.events)
+            work.acknowledged += sum(is_ack_topic(e.topic) for e in outcome.events)
             if outcome.error is not None:
                 self._reject(work, message, outcome.error, COMMAND_ERROR)
 
-    def _write_events(self, conn: Any, work: _Batch, ids: _Ids) -> list[Outgoing]:
-        out = [Outgoing(self.next_seq + i, topic, build(ids), retain)
-               for i, (topic, retain, build) in enumerate(work.events)]
-        queries.insert_rows(conn, outbox, [
-            {"bridge": self.bridge, "seq": o.seq, "topic": o.topic, "payload": o.payload,
-             "retain": o.retain} for o in out])
-        self.next_seq += len(out)
-        return out
+    def record_events(self, more: Sequence[Event]) -> list[Outgoing]:
+        """Store events of the bridge's own (status changes) in the outbox, alone in a transaction;
+        return them, to publish."""
+        work = Batch()
+        work.add_events(more)
+        return self._store_rejects(work)
 
     def record_error(self, topic: str, reason: str) -> list[Outgoing]:
         """Store and outbox an error of the bridge's own about ``topic`` (a refused subscription):
         a reject without payload, alone in its transaction; return its event, to publish."""
-        work = _Batch()
-        self._record_reject(work, topic, reason, b"", datetime.now(timezone.utc), SUBSCRIPTION_REFUSED)
+        work = Batch()
+        rejects.record(self.reject_limits, work, topic, reason, b"", datetime.now(timezone.utc), SUBSCRIPTION_REFUSED)
         out = self._store_rejects(work)
         self.listener.on_rejects(work.classes)
         return out

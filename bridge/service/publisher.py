@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from queue import Empty, SimpleQueue
 
-from bridge.service.pipeline import Outgoing
+from bridge.service.messages import Outgoing
 
 LOAD_CHUNK = 5000
 

@@ -9,11 +9,13 @@ its readings unacknowledged meanwhile.
 
 import gc
 import logging
+import select
 import threading
 import time
 from collections import Counter
 from contextlib import AbstractContextManager, nullcontext
 from queue import Empty, SimpleQueue
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -21,11 +23,15 @@ from sqlalchemy.exc import DBAPIError
 from bridge import version
 from bridge.config import CharacteristicConfig, Settings
 from bridge.metrics_server import MetricsServer
+from bridge.service.messages import Inbound
 from bridge.service.metrics import BridgeMetrics
-from bridge.service.mqtt import MqttLink, SubscriptionRefused
-from bridge.service.pipeline import Inbound, Pipeline
+from bridge.service.mqtt import Disconnected, MqttLink, SubscriptionRefused
+from bridge.service.presence import HostState
+from bridge.service.pipeline import Pipeline
 from bridge.service.publisher import Publisher
 from bridge.store.failures import DatabaseUnusable, open_engine, permanent, shown
+from bridge.sparkplug.payload import rebirth_request
+from bridge.sparkplug.topics import node_topic
 from bridge.store.queries import create_tables
 
 log = logging.getLogger(__name__)
@@ -55,11 +61,10 @@ class Bridge:
         self.settings = settings
         self.inbox: SimpleQueue[Any] = SimpleQueue()
         self.pipeline = Pipeline(open_engine(settings.db_url), settings.client_id, configs,
-                                 settings.max_payload, settings.capability_interval)
-        self.link = MqttLink(
-            settings.broker, settings.client_id, self.inbox, self._confirmed,
-            settings.mqtt_version, *(str(p) if p else None for p in
-                                     (settings.ca_file, settings.cert_file, settings.key_file)))
+                                 settings.max_payload, settings.capability_interval,
+                                 settings.sparkplug_reorder_timeout)
+        self.link = self._link(settings.client_id, self._confirmed)
+        self.host_link: MqttLink | None = None  # the Sparkplug host's, when a characteristic has a metric
         self.publisher = Publisher(self.link.publish, self.pipeline.pending_after)
         # The publisher bounds what awaits a PUBACK; paho's own window, when set, scans every
         # message in flight on each PUBACK (O(window) per event), so it is left unlimited.
@@ -70,6 +75,13 @@ class Bridge:
             self.metrics = BridgeMetrics(self.pipeline, self.publisher, self.link.connected, self.ready)
             self.pipeline.listener = self.metrics
         self._published_from = 0  # events after this outbox seq are this run's to publish
+
+    def _link(self, client_id: str, on_confirmed: Callable[[int], None], **options: Any) -> MqttLink:
+        """A link to the broker of the settings, with their TLS files."""
+        settings = self.settings
+        ca, cert, key = (str(p) if p else None for p in (settings.ca_file, settings.cert_file, settings.key_file))
+        return MqttLink(settings.broker, client_id, self.inbox, on_confirmed, settings.mqtt_version, ca, cert, key,
+                        **options)
 
     def serve_metrics(self) -> AbstractContextManager[object]:
         """Serve /metrics and /healthz on --metrics-port while in the block (nothing without it);
@@ -102,6 +114,12 @@ class Bridge:
         gc.collect()
         gc.freeze()
         self.link.start(self.pipeline.topics, self.pipeline.stale_filters)
+        if self.pipeline.sparkplug is not None:
+            # a connection of its own, with a clean session, as the Sparkplug host (mqtt.MqttLink)
+            self.host_link = self._link(f"{self.settings.client_id}:sparkplug", lambda _mid: None,
+                                        presence=HostState(self.settings.sparkplug_host_id), clean=True)
+            self.host_link.client.max_inflight_messages_set(0)
+            self.host_link.start(self.pipeline.sparkplug_topics)
         self.ready.set()
         retry: list[Inbound] = []
         backoff = 0.0
@@ -111,11 +129,7 @@ class Bridge:
             items = retry or self._collect()
             messages = [i for i in items if isinstance(i, Inbound)]
             for item in items:
-                if isinstance(item, SubscriptionRefused):  # connection changes are logged by the link  # logged by the link; stored and published here
-                    try:
-                        self.publisher.add(self.pipeline.record_error(item.topic_filter, item.reason))
-                    except Exception:
-                        log.exception("could not record the refused subscription to %s", item.topic_filter)
+                self._control(item)
             if messages:
                 retry = self._handle(messages)
                 if retry:
@@ -123,6 +137,7 @@ class Bridge:
                     self._pause(stop, backoff)
                     continue
                 backoff = 0.0
+            self._rebirths()
             self.publisher.pump()
             up_to = self.publisher.confirmed_up_to
             if up_to > forgotten and time.monotonic() - last_forget > FORGET_EVERY_S:
@@ -130,16 +145,53 @@ class Bridge:
                 forgotten, last_forget = up_to, time.monotonic()
         self._finish(retry)
 
+    def _control(self, item: Any) -> None:
+        """Act on a link's report (connection changes are logged by the link): a refused
+        subscription is stored and published, a lost Sparkplug connection makes its characteristics stale."""
+        try:
+            if isinstance(item, SubscriptionRefused):
+                self.publisher.add(self.pipeline.record_error(item.topic_filter, item.reason))
+            elif isinstance(item, Disconnected) and item.link is self.host_link and self.pipeline.sparkplug:
+                lost = self.pipeline.sparkplug.connection_lost(f"the Sparkplug connection was lost ({item.reason})")
+                self.publisher.add(self.pipeline.record_events(lost))
+        except Exception:
+            log.exception("could not record %r", item)
+
+    def _rebirths(self) -> None:
+        """Ask the edge nodes for the rebirths the Sparkplug host needs (NCMD Node Control/Rebirth)."""
+        sparkplug, link = self.pipeline.sparkplug, self.host_link
+        if sparkplug is None or link is None:
+            return
+        for node in sparkplug.take_rebirths() + sparkplug.due():
+            log.info("asking Sparkplug edge node %s for a rebirth", node)
+            link.publish(node_topic(node.group_id, "NCMD", node.edge_node_id),
+                         rebirth_request(int(time.time() * 1000)), retain=False, qos=0)
+
+    def _poll(self, timeout: float, enough: int) -> None:
+        """Network I/O of the links, waiting up to ``timeout`` for either to bring something."""
+        if self.host_link is None:
+            self.link.poll(timeout, enough)
+            return
+        clients = (self.link.client, self.host_link.client)
+        sockets = [c.socket() for c in clients]
+        # one wait for both sockets, unless either has bytes buffered (TLS, _BufferedSocket) or to write
+        if timeout and all(sockets) and not any(c.want_write() for c in clients) and not any(
+                getattr(sock, "pending", lambda: 0)() for sock in sockets):
+            select.select(sockets, [], [], timeout)
+            timeout = 0.0
+        self.link.poll(timeout, enough)
+        self.host_link.poll(0.0, enough)
+
     def _collect(self) -> list[Any]:
         """The next batch: what the network has brought, up to ``--batch-size`` items, waiting up
         to IDLE_S for the first and ``--batch-ms`` for more."""
         size, wait_s = self.settings.batch_size, self.settings.batch_ms / 1000
-        self.link.poll(0.0 if self.inbox.qsize() else IDLE_S, size)
+        self._poll(0.0 if self.inbox.qsize() else IDLE_S, size)
         items = _take(self.inbox, size)
         if items and wait_s:
             deadline = time.monotonic() + wait_s
             while len(items) < size and (left := deadline - time.monotonic()) > 0:
-                self.link.poll(left, size - len(items))
+                self._poll(left, size - len(items))
                 items += _take(self.inbox, size - len(items))
         return items
 
@@ -147,7 +199,7 @@ class Bridge:
         """Wait before retrying a batch, keeping the connection alive meanwhile."""
         deadline = time.monotonic() + seconds
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            self.link.poll(min(left, IDLE_S), 10**9)
+            self._poll(min(left, IDLE_S), 10**9)
 
     def _open_database(self, stop: threading.Event) -> bool:
         """Create the tables, waiting with backoff while the database is unreachable; False if
@@ -179,8 +231,11 @@ class Bridge:
                         "slow or overloaded?", len(messages), took, SLOW_BATCH_S,
                         extra={"batch_size": len(messages), "duration_s": round(took, 3)})
         for message in done.handled:
-            self.link.ack(message.token)
+            message.token.link.ack(message.token)
         self.publisher.add(done.events)
+        for subscribe, unsubscribe in self.pipeline.subscription_changes:  # asked by commands
+            self.link.change_subscriptions(subscribe, unsubscribe)
+        self.pipeline.subscription_changes.clear()
         return done.retry
 
     def _forget(self, up_to: int) -> None:
@@ -192,7 +247,7 @@ class Bridge:
     def _finish(self, retry: list[Inbound]) -> None:
         """Graceful stop: process what has arrived, publish what is committed, go offline."""
         deadline = time.monotonic() + STOP_DRAIN_S
-        self.link.poll(0.0, 10**9)
+        self._poll(0.0, 10**9)
         pending = retry + [i for i in _take(self.inbox, 10**9) if isinstance(i, Inbound)]
         if pending:
             self._handle(pending)
@@ -201,6 +256,8 @@ class Bridge:
             self.link.poll(0.01)
         self.publisher.pump()
         self._forget(self.publisher.confirmed_up_to)
+        if self.host_link is not None:
+            self.host_link.stop()
         self.link.stop()
         self._log_stop()
 
