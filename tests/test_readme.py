@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 from bridge.config import load_characteristics
+from bridge.sparkplug.topics import NAMESPACE
 from tests.processes import REPO
 
 README = REPO / "README.md"
@@ -45,9 +46,11 @@ def repository_files() -> set[str]:
 
 
 def topic_roots() -> set[str]:
-    """First levels of the MQTT topics the pages cite: the bridge's own and the example characteristics'."""
+    """First levels of the MQTT topics the pages cite: the bridge's own, Sparkplug's and the example
+    characteristics'."""
     example = tomllib.loads((REPO / "characteristics.example.toml").read_text(encoding="utf-8"))
-    return {"spc"} | {table["topic"].split("/")[0] for table in example["characteristic"]}
+    topics = (table["topic"] for table in example["characteristic"] if "topic" in table)
+    return {"spc", NAMESPACE} | {topic.split("/")[0] for topic in topics}
 
 
 def named_paths(text: str, top_level: set[str], roots: set[str]) -> set[str]:
