@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -214,44 +214,55 @@ def test_each_role_reads_only_what_it_may(secured: BrokerHandle, scheme: Scheme)
     assert mismatches(expected, observed) == []
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
-def test_retained_messages_reach_only_who_may_read_them(secured: BrokerHandle, scheme: Scheme) -> None:
-    # The admin stays subscribed to everything meanwhile: amqtt used to hand every connecting client the
-    # retained messages of every other client's subscriptions.
+def check_retained_reads(secured: BrokerHandle, scheme: Scheme, users: Sequence[str], topics: Sequence[str],
+                         readable: Mapping[str, set[str]]) -> None:
+    """Retained messages on ``topics`` reach each of ``users``, connecting later, on exactly ``readable[user]``."""
     token = uuid.uuid4().hex
     with ExitStack() as stack:
         publisher = stack.enter_context(connect(secured, "mqtt", "admin"))
         publisher.subscribe("#")
-        for topic in READ_TOPICS:
+        for topic in topics:
             publisher.publish(topic, token, retain=True)
-        wait_for_topics(publisher, token, set(READ_TOPICS))
-        late = connect_all(stack, secured, scheme, ROLES)
+        wait_for_topics(publisher, token, set(topics))
+        late = connect_all(stack, secured, scheme, users)
         for reader in late.values():
             reader.subscribe("#")
         for user, reader in late.items():
-            wait_for_topics(reader, token, READABLE[user])
+            wait_for_topics(reader, token, readable[user])
         time.sleep(QUIET)
         observed = {f"{user} <- {topic}" for user, reader in late.items() for topic in arrived(reader, token)}
-        for topic in READ_TOPICS:
+        for topic in topics:
             publisher.publish(topic, b"", retain=True)  # cleared, for the other tests of the module
-    expected = {f"{user} <- {topic}": topic in READABLE[user] for user in ROLES for topic in READ_TOPICS}
+    expected = {f"{user} <- {topic}": topic in readable[user] for user in users for topic in topics}
+    assert mismatches(expected, observed) == []
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_retained_messages_reach_only_who_may_read_them(secured: BrokerHandle, scheme: Scheme) -> None:
+    # The admin stays subscribed to everything meanwhile: amqtt used to hand every connecting client the
+    # retained messages of every other client's subscriptions.
+    check_retained_reads(secured, scheme, ROLES, READ_TOPICS, READABLE)
+
+
+def check_wills(secured: BrokerHandle, scheme: Scheme, wills: Sequence[tuple[str, str, bool]]) -> None:
+    """Each (user, topic, allowed) will is published by the broker exactly when allowed."""
+    token = uuid.uuid4().hex
+    with connect(secured, "mqtt", "admin") as watcher:
+        watcher.subscribe("#")
+        for user, topic, _ in sorted(wills, key=lambda will: will[2]):  # the forbidden ones go first
+            connect(secured, scheme, user, will=(topic, f"{token} {user}".encode())).drop()
+        wait_for_topics(watcher, token, {topic for _, topic, allowed in wills if allowed})
+        time.sleep(QUIET)
+        observed = {f"{user} -> {topic}" for topic, user in received(watcher, token)}
+        for topic in {topic for _, topic, _ in wills}:
+            watcher.publish(topic, b"", retain=True)  # cleared, for the other tests of the module
+    expected = {f"{user} -> {topic}": allowed for user, topic, allowed in wills}
     assert mismatches(expected, observed) == []
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_last_wills_obey_the_publish_rights(secured: BrokerHandle, scheme: Scheme) -> None:
-    token = uuid.uuid4().hex
-    with connect(secured, "mqtt", "admin") as watcher:
-        watcher.subscribe("#")
-        for user, topic, _ in sorted(WILLS, key=lambda will: will[2]):  # the forbidden ones go first
-            connect(secured, scheme, user, will=(topic, f"{token} {user}".encode())).drop()
-        wait_for_topics(watcher, token, {topic for _, topic, allowed in WILLS if allowed})
-        time.sleep(QUIET)
-        observed = {f"{user} -> {topic}" for topic, user in received(watcher, token)}
-        for topic in {topic for _, topic, _ in WILLS}:
-            watcher.publish(topic, b"", retain=True)  # cleared, for the other tests of the module
-    expected = {f"{user} -> {topic}": allowed for user, topic, allowed in WILLS}
-    assert mismatches(expected, observed) == []
+    check_wills(secured, scheme, WILLS)
 
 
 def test_a_session_resumed_by_its_user_gets_what_was_queued_for_it(secured: BrokerHandle) -> None:

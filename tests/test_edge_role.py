@@ -25,7 +25,9 @@ from bridge.sparkplug.topics import (
 from broker.users import User, UserDirectory, UsersError
 from tests.brokers import SCHEMES, BrokerHandle, Scheme
 from tests.credentials import create_role_users, password
-from tests.test_access import QUIET, arrived, connect, connect_all, mismatches, received, wait_for_topics
+from tests.test_access import (
+    QUIET, arrived, check_retained_reads, check_wills, connect, connect_all, mismatches, received, wait_for_topics,
+)
 from tests.test_access import secured  # noqa: F401  (its broker fixture, here with the users of role_users below)
 from tests.test_users import spc_bridge
 
@@ -151,40 +153,12 @@ def test_edges_read_their_commands_and_the_host_states_only(secured: BrokerHandl
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_an_edge_connecting_later_gets_the_retained_host_state_and_nothing_else(secured: BrokerHandle,
                                                                                scheme: Scheme) -> None:
-    token = uuid.uuid4().hex
-    with ExitStack() as stack:
-        publisher = stack.enter_context(connect(secured, "mqtt", "admin"))
-        publisher.subscribe("#")
-        for topic in READ_TOPICS:
-            publisher.publish(topic, token, retain=True)
-        wait_for_topics(publisher, token, set(READ_TOPICS))
-        late = connect_all(stack, secured, scheme, ("line3", "line4"))
-        for reader in late.values():
-            reader.subscribe("#")
-        for user, reader in late.items():
-            wait_for_topics(reader, token, READABLE[user])
-        time.sleep(QUIET)
-        observed = {f"{user} <- {topic}" for user, reader in late.items() for topic in arrived(reader, token)}
-        for topic in READ_TOPICS:
-            publisher.publish(topic, b"", retain=True)  # cleared, for the other tests of the module
-    expected = {f"{user} <- {topic}": topic in READABLE[user] for user in late for topic in READ_TOPICS}
-    assert mismatches(expected, observed) == []
+    check_retained_reads(secured, scheme, ("line3", "line4"), READ_TOPICS, READABLE)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_ndeath_and_offline_state_wills_obey_the_publish_rights(secured: BrokerHandle, scheme: Scheme) -> None:
-    token = uuid.uuid4().hex
-    with connect(secured, "mqtt", "admin") as watcher:
-        watcher.subscribe("#")
-        for user, topic, _ in sorted(WILLS, key=lambda will: will[2]):  # the forbidden ones go first
-            connect(secured, scheme, user, will=(topic, f"{token} {user}".encode())).drop()
-        wait_for_topics(watcher, token, {topic for _, topic, allowed in WILLS if allowed})
-        time.sleep(QUIET)
-        observed = {f"{user} -> {topic}" for topic, user in received(watcher, token)}
-        for topic in {topic for _, topic, _ in WILLS}:
-            watcher.publish(topic, b"", retain=True)  # cleared, for the other tests of the module
-    expected = {f"{user} -> {topic}": allowed for user, topic, allowed in WILLS}
-    assert mismatches(expected, observed) == []
+    check_wills(secured, scheme, WILLS)
 
 
 def test_an_edges_nodes_survive_the_users_file_and_become_its_acl(tmp_path: Path) -> None:

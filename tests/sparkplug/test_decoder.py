@@ -95,3 +95,13 @@ def test_a_rolled_back_batch_leaves_the_host_statuses_and_rebirths_as_they_were(
     decoder.commit()
     assert "before its birth" in before_birth.refusals[0].reason
     assert decoder.take_rebirths() == [NodeRef("Plant1", "Line3")] and decoder.take_rebirths() == []
+
+
+def test_a_historical_value_is_a_reading_at_its_own_time_evaluated_as_it_arrives() -> None:
+    """is_historical data (store-and-forward) is taken like live data, its sample timed by its acquisition time."""
+    decoder = _decoder()
+    decoder.decode(_message("NBIRTH", 0, BIRTH))
+    live = decoder.decode(_message("NDATA", 1, [Metric(None, 1, T0 + 60_000, None, 74.2)]))
+    late = decoder.decode(_message("NDATA", 2, [Metric(None, 1, T0 + 1_000, None, 74.1, is_historical=True)]))
+    assert [d.reading.ts for d in live.readings + late.readings] == ["2025-12-01T12:01:00.000Z",
+                                                                    "2025-12-01T12:00:01.000Z"]
