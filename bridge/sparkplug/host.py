@@ -192,12 +192,14 @@ class SparkplugHost:
             return out
         if parsed.message_type in _IGNORED:
             return out
+        ref = NodeRef(parsed.group_id, parsed.edge_node_id)
         try:
             decoded = sparkplug_payload.decode_payload(payload)
         except PayloadError as error:
             out.rejects.append(str(error))
+            if parsed.message_type in ("NBIRTH", "DBIRTH"):
+                self._end_birth(ref, parsed.device_id, str(error), out)
             return out
-        ref = NodeRef(parsed.group_id, parsed.edge_node_id)
         try:
             self._handlers[parsed.message_type](parsed.message_type, ref, parsed.device_id, decoded, now, out)
         except _Refused as refused:
@@ -349,6 +351,20 @@ class SparkplugHost:
             skipped = frozenset((node.next_seq + step) % SEQ_RING for step in range(ahead))
             return replace(node, next_seq=(seq + 1) % SEQ_RING, missing=node.missing | skipped, deadline=deadline)
         return replace(node, lost=True, deadline=deadline)
+
+    def _end_birth(self, ref: NodeRef, device: Scope, reason: str, out: HostOutput) -> None:
+        """A birth that cannot even be decoded still ends the session it replaces: the node (with its devices)
+        or the device is unborn, and stale if it was live. No rebirth is asked for: it could come back the same
+        (too large); the next data asks for one."""
+        node = self._nodes.get(ref)
+        if node is None:
+            return
+        if device is None:
+            self._nodes.set(ref, None)
+            out.stale.append((ref, None, reason))
+        elif device in node.births:
+            self._nodes.set(ref, _without(node, device))
+            out.stale.append((ref, device, reason))
 
     def _check_size(self, label: str, birth: Payload) -> None:
         """Refuse a birth with more metrics than allowed (without a rebirth request: it would come back as big)."""

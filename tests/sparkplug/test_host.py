@@ -569,3 +569,15 @@ def test_a_rolled_back_batch_leaves_no_trace(births: list[tuple[str, str, bytes]
     tried.rollback()
     retry = 100.0 + len(batch) / 10  # right after the batch, as a retry comes, its rebirth requests still recent
     assert play(tried, suffix, start=retry) == play(untouched, suffix, start=retry)
+
+
+def test_a_birth_that_cannot_be_decoded_still_ends_the_birth_it_replaces() -> None:
+    """An NBIRTH or DBIRTH refused by the decoder (too many metrics, not protobuf) starts no session, but the one
+    it replaces is over: the node or device is stale, and its old aliases no longer count."""
+    host = born(device_metrics=[DEPTH])
+    device = host.on_message(f"spBv1.0/{GROUP}/DBIRTH/{NODE}/{DEVICE}", b"\xff not protobuf", 0.0)
+    assert device.stale == [(REF, DEVICE, device.rejects[0])] and "protobuf" in device.rejects[0]
+    node = host.on_message(f"spBv1.0/{GROUP}/NBIRTH/{NODE}", b"\xff not protobuf", 0.0)
+    assert node.stale == [(REF, None, node.rejects[0])]
+    after = send(host, "NDATA", 1, [by_alias(1, 74.1)])
+    assert after.values == [] and after.rejects == [f"NDATA from {REF} before its birth"]
