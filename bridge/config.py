@@ -649,7 +649,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     add("--batch-size", "500", "most samples committed in one transaction", type=int)
     add("--batch-ms", "0", "longest wait in milliseconds to fill a batch (0: a batch is what "
         "has arrived, and grows by itself while the one before it commits)", type=float)
-    add("--max-payload", "65536", "largest accepted ingest payload in bytes", type=int)
+    add("--max-payload", "65536", "largest accepted JSON payload in bytes (a Sparkplug B payload may have 1 MiB "
+        "and 10,000 metrics)", type=int)
     add("--capability-interval", "10", "shortest time in seconds between two republications of a "
         "characteristic's retained limits for its changing capability (Cp, Cpk, Pp, Ppk)", type=float)
     add("--ca-file", None, "CA certificates (PEM) to verify an mqtts:// or wss:// broker",
