@@ -22,7 +22,7 @@ from bridge.assemble import Assembler, Sample
 from bridge.config import CharacteristicConfig, Characteristics, SparkplugSource
 from bridge.contract import REQUEST_FILTER, is_ack_topic, limits_topic, sample_topic, violation_topic
 from bridge.fieldpaths import FieldPaths
-from bridge.ingest import IngestError
+from bridge.ingest import IngestError, iso_utc
 from bridge.service import batch as writer
 from bridge.service import commands, events, rejects, subscriptions
 from bridge.service.batch import NO_IDS, Batch
@@ -73,10 +73,6 @@ def _binding(ch: Characteristic, source: SparkplugSource) -> Binding:
     def key(metric: str) -> MetricKey:
         return MetricKey(source.group_id, source.edge_node_id, source.device_id, metric)
     return Binding(ch, key(source.metric), key(source.n_metric) if source.n_metric is not None else None)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 class Pipeline:
@@ -365,7 +361,7 @@ class Pipeline:
         if not work.requests:
             return
         outcomes = self.commands.run(conn, [
-            commands.Request(user, command, message.payload, _iso(message.received_at))
+            commands.Request(user, command, message.payload, iso_utc(message.received_at))
             for message, user, command in work.requests], context)
         for (message, _, _), outcome in zip(work.requests, outcomes):
             work.add_events(outcome.events)

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from bridge.contract import ERRORS_TOPIC
+from bridge.ingest import iso_utc
 from bridge.service import events
 from bridge.service.batch import Batch
 from bridge.service.reject_limits import RejectLimiter
@@ -13,10 +14,6 @@ from bridge.store.schema import TOPIC_CHARS
 log = logging.getLogger(__name__)
 REJECT_PAYLOAD_CHARS = 4096
 REASON_CHARS = 1000
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def reject_row(topic: str, reason: str, payload: bytes, received_at: datetime) -> dict[str, Any]:
@@ -40,7 +37,7 @@ def record(limits: RejectLimiter, batch: Batch, topic: str, reason: str, payload
     batch.full[budget] += 1
     log.warning("reject on %s: %s", topic[:200], reason, extra={"topic": topic[:200], "reason": reason})
     batch.rejects.append(reject_row(topic, reason, payload, received_at))
-    batch.event(ERRORS_TOPIC, events.error_event(topic, reason, payload, _iso(received_at)))
+    batch.event(ERRORS_TOPIC, events.error_event(topic, reason, payload, iso_utc(received_at)))
 
 
 def summaries(limits: RejectLimiter, batch: Batch, now: datetime) -> None:
