@@ -646,7 +646,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     add("--client-id", None, "MQTT client id; the broker keeps the persistent session under it. Both brokers "
         "admit a user's own ids only: its name or <name>:<anything> (default: the broker URL's user name, "
         "else spc-bridge)")
-    add("--batch-size", "500", "most samples committed in one transaction", type=int)
+    add("--batch-size", "500", "most readings committed in one transaction (a vendor JSON or Sparkplug message "
+        "counts as the characteristics it may feed)", type=int)
     add("--batch-ms", "0", "longest wait in milliseconds to fill a batch (0: a batch is what "
         "has arrived, and grows by itself while the one before it commits)", type=float)
     add("--max-payload", "65536", "largest accepted JSON payload in bytes (a Sparkplug B payload may have 1 MiB "

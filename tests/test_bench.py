@@ -1,7 +1,7 @@
-"""`spc-bridge bench` keeps working: a small run on its own Mosquitto (with 1 % poison messages) and on
-its own embedded broker. Not a timed test: it checks that every figure is there and positive, whatever
-this machine's speed; the bench itself fails unless the database holds every good reading once and
-every poison message as one reject."""
+"""`spc-bridge bench` keeps working: a small run on its own Mosquitto (with 1 % poison messages, and with each
+other source beside the JSON path) and on its own embedded broker. Not a timed test: it checks that every
+figure is there and positive, whatever this machine's speed; the bench itself fails unless the database holds
+every good reading once and every poison message as one reject, and nothing else."""
 
 import json
 import subprocess
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bridge.bench import options, sources
 from bridge.bench.poison import KINDS
 from tests.processes import REPO
 
@@ -37,6 +38,7 @@ def test_bench_quick_json(broker: str, characteristics: int) -> None:
                      "--duration", "1", "--gauges", "2")
     assert figures["broker"] == broker
     assert not any(key.startswith("poison") for key in figures), figures
+    assert "source" not in figures, figures
     for key in POSITIVE:
         assert figures[key] > 0, (key, figures)
     # 0 when even the lowest offered rate fell behind, which a slow machine may see in 1 s steps
@@ -59,3 +61,22 @@ def test_bench_quick_poison() -> None:
     kinds = figures["poison_kinds"]
     assert isinstance(kinds, dict) and set(kinds) == set(KINDS), figures
     assert sum(kinds.values()) == figures["poison_messages"], figures
+
+
+@pytest.mark.parametrize(("source", "characteristics", "per_message", "backlog", "drain"), [
+    ("kepware", 200, 100, 2000, "queued"),
+    # two edge nodes of 300 NDATA each: their seq wraps from 255 to 0
+    ("sparkplug", 20, 10, 6000, "live"),
+])
+def test_bench_quick_source(source: str, characteristics: int, per_message: int, backlog: int, drain: str) -> None:
+    """The source's drain beside the JSON drain: its messages carried the backlog's readings, and the run passed its
+    checks (every reading stored once, no reject)."""
+    assert options.SOURCES == sources.KINDS
+    figures = _bench("--broker", "mosquitto", "--characteristics", str(characteristics), "--backlog", str(backlog),
+                     "--duration", "1", "--gauges", "2", "--source", source,
+                     "--metrics-per-message", str(per_message))
+    found = figures["source"]
+    assert (found["kind"], found["metrics_per_message"], found["drain"]) == (source, per_message, drain), found
+    assert (found["messages"], found["readings"]) == (backlog // per_message, backlog), found
+    assert found["json_readings_per_s"] == figures["drain_rate"], figures
+    assert found["readings_per_s"] > 0 and found["ratio"] > 0, found

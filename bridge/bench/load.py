@@ -1,12 +1,14 @@
-"""Gauges: processes that publish readings ``{"value", "ts", "seq"}`` at a paced or full rate,
-with a share of poison messages (``poison.py``) in their place if asked.
+"""Gauges: processes that publish a source's messages (``sources.py``; the bridge's own JSON readings
+``{"value", "ts", "seq"}`` by default) at a paced or full rate, with a share of poison messages
+(``poison.py``) in place of JSON readings if asked.
 
-Each gauge process publishes on its share of the characteristics' topics (round robin), with
-``seq`` unique across the whole run and ``ts`` the wall-clock time of publication, which the
+Each gauge process publishes on its share of the workload's streams (round robin), with ``seq``
+unique across the whole run and, in JSON, ``ts`` the wall-clock time of publication, which the
 bridge echoes as the sample event's ``timestamp`` and the relay as ``ts``: the subscriber's
 latency is its receipt time minus ``ts``. Run as ``python -m bridge.bench.load``: it connects,
-prints ``ready``, starts when a line arrives on stdin, prints one JSON result line once the
-broker has acknowledged every reading, and disconnects at the next line.
+sends its source's opening messages (Sparkplug births), prints ``ready``, starts when a line
+arrives on stdin, prints one JSON result line once the broker has acknowledged every message,
+and at the next line sends its closing messages (Sparkplug deaths) and disconnects.
 """
 
 import argparse
@@ -17,11 +19,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -29,7 +29,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bridge.bench.brokers import client_id
 from bridge.bench.poison import KINDS, Mix, Mixer, Slot, parse_kinds
 from bridge.bench.processes import python
-from bridge.bench.workload import read_topics
+from bridge.bench.sources import KINDS as SOURCE_KINDS, Message, now_iso, reading_payload
+from bridge.bench.workload import Workload
 from bridge.config import parse_broker_url
 
 PACE_S = 0.002           # a paced gauge publishes what is due, then sleeps this long at most
@@ -39,8 +40,8 @@ START_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class Load:
-    """What a set of gauges publishes: ``count`` readings (0: until ``duration``) at ``rate``
-    readings per second in all (0: as fast as they can), from ``gauges`` processes; ``poison``
+    """What a set of gauges publishes: ``count`` messages (0: until ``duration``) at ``rate``
+    messages per second in all (0: as fast as they can), from ``gauges`` processes; ``poison``
     replaces that share of them with poison messages."""
 
     gauges: int
@@ -54,8 +55,9 @@ class Load:
 
 @dataclass(frozen=True)
 class LoadResult:
-    """How many good readings the gauges published, the highest seq, when (wall clock) the first
-    and the last message went, and the poison messages among them by kind."""
+    """How many good readings the gauges published (a message of a batched source carries many),
+    the highest seq, when (wall clock) the first and the last message went, and the poison messages
+    among them by kind."""
 
     published: int
     last_seq: int
@@ -67,14 +69,6 @@ class LoadResult:
     def rate(self) -> float:
         """The rate the gauges achieved."""
         return self.published / max(self.last - self.first, 1e-9)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _payload(seq: int, rng: random.Random, ts: str) -> str:
-    return f'{{"value": {rng.gauss(10.0, 1.0):.4f}, "ts": "{ts}", "seq": {seq}}}'
 
 
 class _Gauge:
@@ -105,7 +99,7 @@ class _Gauge:
             self.outstanding -= 1
             self.changed.notify_all()
 
-    def publish(self, topic: str, payload: str) -> None:
+    def publish(self, topic: str, payload: str | bytes) -> None:
         if self.qos:
             with self.changed:
                 while self.outstanding >= self.window:
@@ -117,7 +111,13 @@ class _Gauge:
     def drain(self) -> None:
         with self.changed:
             if not self.changed.wait_for(lambda: self.outstanding <= 0, ACK_TIMEOUT_S):
-                raise TimeoutError(f"{self.outstanding} readings without PUBACK")
+                raise TimeoutError(f"{self.outstanding} messages without PUBACK")
+
+    def send(self, messages: list[Message]) -> None:
+        """Publish ``messages`` and wait until the broker has acknowledged them."""
+        for message in messages:
+            self.publish(message.topic, message.payload)
+        self.drain()
 
     def close(self) -> None:
         self.client.disconnect()
@@ -128,57 +128,68 @@ def publish_one(url: str, topic: str, seq: int) -> None:
     """Publish one reading at QoS 1 from the calling process and wait for its PUBACK."""
     gauge = _Gauge(url, client_id(url, f"probe-{seq}"), 1, 1)
     try:
-        gauge.publish(topic, _payload(seq, random.Random(seq), _now()))
+        gauge.publish(topic, reading_payload(seq, random.Random(seq), now_iso()))
         gauge.drain()
     finally:
         gauge.close()
 
 
 def _run(args: argparse.Namespace) -> None:
-    every = read_topics(Path(args.config))
-    topics = every[args.index % len(every)::args.gauges]
+    workload = Workload(args.characteristics, args.source, args.per_message, args.epoch_ms)
+    every = workload.streams()
+    streams = every[args.index % len(every)::args.gauges]
+    source = workload.sender(args.seq_base + args.index)
     gauge = _Gauge(args.broker, client_id(args.broker, f"gauge-{args.index}-{args.seq_base}"), args.qos,
                    args.window)
     rng = random.Random(args.seq_base + args.index)
     mixer = Mixer(Mix(args.poison, parse_kinds(args.poison_kinds)), args.index)
     last = ("", 0)  # the topic and seq of the last good reading
+    gauge.send(source.opening(streams))
     print("ready", flush=True)
     sys.stdin.readline()
     start = time.monotonic()
     first = time.time()
     end = start + args.duration if args.duration else float("inf")
-    k = 0
+    k = published = 0
     while (not args.count or k < args.count) and time.monotonic() < end:
         if args.rate:
             due = (time.monotonic() - start) * args.rate
             if k >= due:
                 time.sleep(min(PACE_S, (k + 1 - due) / args.rate))
                 continue
-        topic, seq, ts = topics[k % len(topics)], args.seq_base + args.index + k * args.gauges, _now()
+        stream, seq = streams[k % len(streams)], args.seq_base + args.index + k * args.gauges
         if mixer.due(k):
-            gauge.publish(*mixer.message(Slot(topic, seq, ts, *last)))
+            gauge.publish(*mixer.message(Slot(source.topic(stream), seq, now_iso(), *last)))
         else:
-            gauge.publish(topic, _payload(seq, rng, ts))
-            last = (topic, seq)
+            message = source.message(stream, seq, rng)
+            gauge.publish(message.topic, message.payload)
+            published += message.readings
+            last = (message.topic, seq)
         k += 1
     done = time.time()
     gauge.drain()
     last_seq = args.seq_base + args.index + (k - 1) * args.gauges
-    print(json.dumps({"published": k - mixer.sent.total(), "last_seq": last_seq, "first": first,
+    print(json.dumps({"published": published, "last_seq": last_seq, "first": first,
                       "last": done, "poison": mixer.sent}), flush=True)
     # The embedded broker (amqtt) acknowledges a reading before routing it, and forgets what it has
     # not routed yet when its publisher disconnects: stay until the benchmark has the events.
     sys.stdin.readline()
+    gauge.send(source.closing(streams))
     gauge.close()
 
 
 @contextmanager
-def run_load(url: str, config: Path, load: Load, window: int = 100) -> Iterator[LoadResult]:
-    """Start ``load.gauges`` gauge processes, let them publish together and yield what they
-    published; they stay connected until the ``with`` block ends."""
+def run_load(url: str, workload: Workload, load: Load, window: int = 100,
+             ready: Callable[[], None] | None = None) -> Iterator[LoadResult]:
+    """Start ``load.gauges`` gauge processes, call ``ready()`` once each has connected and sent its
+    opening messages, let them publish together and yield what they published; they stay connected
+    until the ``with`` block ends."""
     n = load.gauges
     poison = load.poison or Mix(0.0)
-    procs = [subprocess.Popen(python("bridge.bench.load", "--broker", url, "--config", str(config),
+    procs = [subprocess.Popen(python("bridge.bench.load", "--broker", url, "--source", workload.kind,
+                                     "--characteristics", str(workload.characteristics),
+                                     "--per-message", str(workload.per_message),
+                                     "--epoch-ms", str(workload.epoch_ms),
                                      "--index", str(i), "--gauges", str(n),
                                      "--seq-base", str(load.seq_base),
                                      "--count", str(load.count // n + (i < load.count % n)),
@@ -193,6 +204,8 @@ def run_load(url: str, config: Path, load: Load, window: int = 100) -> Iterator[
             line = _line(proc, START_TIMEOUT_S)
             if line.strip() != "ready":
                 raise RuntimeError(f"gauge did not start: {line!r}")
+        if ready is not None:
+            ready()
         _tell(procs)
         limit = (load.duration or load.count / 1000) + ACK_TIMEOUT_S
         results = [json.loads(_line(proc, limit)) for proc in procs]
@@ -201,7 +214,7 @@ def run_load(url: str, config: Path, load: Load, window: int = 100) -> Iterator[
                          sum((Counter(r["poison"]) for r in results), Counter()))
         _tell(procs)
         for proc in procs:
-            proc.wait(10)
+            proc.wait(ACK_TIMEOUT_S)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -236,7 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of one gauge process."""
     parser = argparse.ArgumentParser(prog="python -m bridge.bench.load")
     parser.add_argument("--broker", required=True)
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--source", choices=SOURCE_KINDS, default="json")
+    parser.add_argument("--characteristics", type=int, required=True)
+    parser.add_argument("--per-message", type=int, default=1)
+    parser.add_argument("--epoch-ms", type=int, default=0)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--gauges", type=int, default=1)
     parser.add_argument("--seq-base", type=int, default=0)

@@ -5,6 +5,9 @@ from dataclasses import dataclass
 
 from bridge.bench.poison import KINDS, MAX_FRACTION, Mix, parse_kinds
 
+SOURCES = ("json", "kepware", "sparkplug")  # bridge.bench.sources.KINDS, spelled here to keep this module light
+MAX_METRICS_PER_MESSAGE = 500  # a Kepware message of 500 tags is about 40 KB, within the bridge's 64 KiB
+
 
 @dataclass(frozen=True)
 class Options:
@@ -19,6 +22,8 @@ class Options:
     steps: int = 5
     poison: float = 0.0
     poison_kinds: tuple[str, ...] = KINDS
+    source: str = "json"
+    metrics_per_message: int = 100
 
     @property
     def mix(self) -> Mix | None:
@@ -33,7 +38,8 @@ class Options:
                    characteristics=args.characteristics or defaults.characteristics,
                    duration=args.duration or defaults.duration,
                    backlog=args.backlog or defaults.backlog, steps=defaults.steps,
-                   poison=args.poison, poison_kinds=args.poison_kinds)
+                   poison=args.poison, poison_kinds=args.poison_kinds, source=args.source,
+                   metrics_per_message=args.metrics_per_message)
 
 
 QUICK = Options(characteristics=1000, duration=2.0, backlog=5_000, steps=2)
@@ -47,6 +53,16 @@ def _fraction(text: str) -> float:
     if not 0 <= value <= MAX_FRACTION:
         raise argparse.ArgumentTypeError(f"{text!r} is not a fraction from 0 to {MAX_FRACTION} "
                                          f"(0.01 for 1 %)")
+    return value
+
+
+def _metrics(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_METRICS_PER_MESSAGE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_METRICS_PER_MESSAGE}")
     return value
 
 
@@ -80,5 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "check that each became one reject, and report both runs")
     parser.add_argument("--poison-kinds", type=_kinds, default=KINDS, metavar="KIND,...",
                         help=f"the poison kinds to rotate through (default all: {', '.join(KINDS)})")
+    parser.add_argument("--source", choices=SOURCES, default="json",
+                        help="also drain the backlog through a bridge fed by Kepware IoT Gateway JSON or "
+                             "Sparkplug B messages of --metrics-per-message readings each, over as many "
+                             "characteristics, and report its readings/s beside the JSON drain's "
+                             "(default json: the JSON path alone)")
+    parser.add_argument("--metrics-per-message", type=_metrics, default=100, metavar="N",
+                        help=f"readings in each message of --source (1 to {MAX_METRICS_PER_MESSAGE}, "
+                             f"default 100)")
     parser.add_argument("--quick", action="store_true", help="a run of under a minute")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")

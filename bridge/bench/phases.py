@@ -1,20 +1,19 @@
 """The measurements, the same for the bridge and for the relay: drain a backlog, latency at a
 fixed rate, the sustained rate with several publishers, the highest rate it keeps up with; the
-drain and the latency also with poison messages mixed in."""
+drain and the latency also with poison messages mixed in; the drain of another source's messages."""
 
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bridge.bench.load import Load, LoadResult, publish_one, run_load
 from bridge.bench.poison import Mix
 from bridge.bench.progress import Progress
 from bridge.bench.subscriber import Arrival, Collector
 from bridge.bench.systems import System
-from bridge.bench.workload import read_topics
+from bridge.bench.workload import Workload
 
 DRAIN_RATE_FLOOR = 100.0   # readings/s: below this a drain is given up as stuck
 LAG_S = 1.0                # keeping up: every event arrives within this long after the last reading
@@ -23,6 +22,7 @@ ACHIEVED = 0.95            # the gauges must reach this share of the offered rat
 OVERLOAD = 1.2             # the steps offer up to this multiple of the drain rate, the sustained
                            # phase this multiple of the highest rate kept up
 PROBE_S = 1.0              # how long a probe reading's event is awaited before the next probe
+BIRTHS_PER_S = 100.0       # characteristics born per second: below this the births are given up as lost
 
 
 class Stuck(RuntimeError):
@@ -31,11 +31,11 @@ class Stuck(RuntimeError):
 
 @dataclass
 class Run:
-    """What every phase shares: the broker, the characteristics file, the gauges and the subscriber;
-    and what they published: good readings, and poison messages by kind."""
+    """What every phase shares: the broker, the workload, the gauges and the subscriber; and what
+    they published: good readings, and poison messages by kind."""
 
     url: str
-    config: Path
+    workload: Workload
     gauges: int
     qos: int
     collector: Collector
@@ -47,12 +47,15 @@ class Run:
     @contextmanager
     def load(self, count: int = 0, rate: float = 0.0, duration: float = 0.0,
              qos: int | None = None, poison: Mix | None = None) -> Iterator[LoadResult]:
-        """Publish readings with fresh seqs, counting only their events, from gauges that stay
-        connected until the ``with`` block ends."""
+        """Publish ``count`` messages (or at ``rate`` for ``duration``) with fresh seqs, counting only
+        their events, from gauges that stay connected until the ``with`` block ends; where the source
+        has births, the bridge has taken every one before the gauges start."""
         base = self.next_seq
         self.collector.reset(base)
-        load = Load(self.gauges, base, count, rate, duration, self.qos if qos is None else qos, poison)
-        with run_load(self.url, self.config, load) as result:
+        load = Load(self.workload.publishers(self.gauges), base, count, rate, duration,
+                    self.qos if qos is None else qos, poison)
+        born = self._born if self.workload.source.births else None
+        with run_load(self.url, self.workload, load, ready=born) as result:
             self.next_seq = max(base, result.last_seq + 1)  # gauges of a paced load differ in count
             self.published += result.published
             self.poisoned += result.poison
@@ -68,6 +71,18 @@ class Run:
         if not self.collector.wait_for(count, timeout, tick):
             raise Stuck(f"{what}: {self.collector.count:,} of {count:,} events after {timeout:.0f} s")
         return self.collector.snapshot()
+
+    def _born(self) -> None:
+        """Wait until every characteristic has said it is live: the bridge has taken the births."""
+        count = self.workload.characteristics
+        timeout = 60.0 + count / BIRTHS_PER_S
+
+        def tick(n: int) -> None:
+            self.progress.tick(f"births: {n:,}/{count:,} characteristics live")
+
+        if not self.collector.wait_for(count, timeout, tick, live=True):
+            raise Stuck(f"births: {self.collector.live_count:,} of {count:,} characteristics live "
+                        f"after {timeout:.0f} s")
 
 
 def subscribed(run: Run, system: System, topic: str, timeout: float = 120.0) -> None:
@@ -86,18 +101,20 @@ def subscribed(run: Run, system: System, topic: str, timeout: float = 120.0) -> 
     raise Stuck(f"{system.name}: no event for a reading on {topic} within {timeout:.0f} s")
 
 
-def warm_up(run: Run, system: System, characteristics: int) -> None:
-    """One reading per characteristic through the running system: every subscription works."""
-    subscribed(run, system, read_topics(run.config)[-1])
+def warm_up(run: Run, system: System, count: int) -> None:
+    """``count`` messages through the running system (a reading for each characteristic, at least):
+    every subscription works; probed first unless the system's ready line says so already."""
+    if system.probe:
+        subscribed(run, system, run.workload.source.topic(run.workload.streams()[-1]))
     run.progress.phase(f"{system.name}: warm-up, one reading per characteristic")
-    with run.load(count=characteristics, qos=1) as result:
+    with run.load(count=count, qos=1) as result:
         run.wait(result.published, "warm-up")
 
 
 @dataclass(frozen=True)
 class Drain:
-    """A backlog consumed: ``count`` messages (readings and poison), from the first to the last
-    reading's event."""
+    """A backlog consumed: ``count`` readings and poison messages in ``seconds``, from the first to
+    the last reading's event (from the first publication, for a source without a backlog)."""
 
     count: int
     seconds: float
@@ -108,6 +125,13 @@ class Drain:
         return (self.count - 1) / self.seconds
 
 
+def _what(run: Run) -> str:
+    """What the progress line calls the messages: readings, or a batched source's messages."""
+    if run.workload.source.batched:
+        return f"{run.workload.kind} messages of {run.workload.per_message} readings"
+    return "readings"
+
+
 def _poisoned(poison: Mix | None) -> str:
     return f" ({poison.fraction:.1%} poison)" if poison else ""
 
@@ -115,14 +139,26 @@ def _poisoned(poison: Mix | None) -> str:
 def drain(run: Run, system: System, count: int, poison: Mix | None = None) -> Drain:
     """Queue ``count`` QoS 1 messages on the stopped system's persistent session, start it, and
     time from its first event to its last (every reading committed and its event received)."""
-    run.progress.phase(f"{system.name}: queueing {count:,} QoS 1 readings{_poisoned(poison)} "
+    run.progress.phase(f"{system.name}: queueing {count:,} QoS 1 {_what(run)}{_poisoned(poison)} "
                        f"while it is stopped")
     system.stop()
     with run.load(count=count, qos=1, poison=poison) as result:
-        run.progress.phase(f"{system.name}: draining {count:,} readings{_poisoned(poison)}")
+        run.progress.phase(f"{system.name}: draining {count:,} {_what(run)}{_poisoned(poison)}")
         system.start()
         arrivals = run.wait(result.published, "drain")
     return Drain(len(arrivals) + result.poison.total(), arrivals[-1].at - arrivals[0].at)
+
+
+def source_drain(run: Run, system: System, messages: int) -> Drain:
+    """``messages`` of the workload's source through the system: queued while it is stopped where its
+    session keeps them (``drain``); else, once the publishers are born, published as fast as the broker
+    takes them, from the first publication to the last reading's event."""
+    if run.workload.source.queued:
+        return drain(run, system, messages)
+    run.progress.phase(f"{system.name}: publishing {messages:,} QoS 1 {_what(run)} live")
+    with run.load(count=messages, qos=1) as result:
+        arrivals = run.wait(result.published, "drain")
+    return Drain(len(arrivals), arrivals[-1].at - result.first)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,16 @@
-"""A whole benchmark run: broker, bridge, relay, gauges and subscriber, then the report."""
+"""A whole benchmark run: broker, bridge, relay, gauges and subscriber, then the report; with
+``--source``, a bridge fed by that source too."""
 
 import argparse
 import json
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from bridge.bench import phases, poison
 from bridge.bench.brokers import BenchBroker, client_id, open_broker
@@ -13,15 +18,18 @@ from bridge.bench.options import Options
 from bridge.bench.phases import OVERLOAD, Run
 from bridge.bench.poison import Mix
 from bridge.bench.progress import Progress
-from bridge.bench.report import Figures, Memory, Poisoned, Report
+from bridge.bench.report import Figures, Memory, Poisoned, Report, SourceFigures
 from bridge.bench.subscriber import Collector
 from bridge.bench.systems import BridgeSystem, RelaySystem, System
-from bridge.bench.workload import write_config
+from bridge.bench.workload import Workload
 
 LATENCY_RATE = 1000.0  # readings per second
 MIN_RATE = 100.0
 LIVE_MAX_S = 30.0      # a long --duration (memory flat over minutes) lengthens the latency phase only
 STEP_MAX_S = 10.0
+
+S = TypeVar("S", bound=System)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,13 +44,23 @@ class _Measured:
     poisoned: Poisoned | None = None
 
 
+@contextmanager
+def _running(system: System) -> Iterator[None]:
+    """The system started for the block, then stopped; its session ended if all went well."""
+    system.start()
+    try:
+        yield
+    finally:
+        system.stop()
+    system.discard_session()
+
+
 def _measure(run: Run, system: System, options: Options) -> _Measured:
     """Start the system, run every phase, stop it. The bridge, with poison asked for, drains and
     runs the latency phase a second time with poison, after the clean ones."""
     run.progress.phase(f"{system.name}: starting with {options.characteristics:,} characteristics")
     mix = options.mix if isinstance(system, BridgeSystem) else None
-    system.start()
-    try:
+    with _running(system):
         phases.warm_up(run, system, options.characteristics)
         loaded, _ = system.memory()
         first_seq, published = run.next_seq, run.published
@@ -59,10 +77,21 @@ def _measure(run: Run, system: System, options: Options) -> _Measured:
         if isinstance(system, BridgeSystem):
             _check_stored_once(system, first_seq, run.published - published)
             _check_rejects(system, run)
-    finally:
-        system.stop()
-    system.discard_session()
     return _Measured(Figures(drain, latency, live, highest), loaded, after - before, peak, poisoned)
+
+
+def _measure_source(run: Run, bridge: BridgeSystem, options: Options) -> SourceFigures:
+    """Start the bridge fed by another source, warm it up with a message per stream, drain the
+    backlog's messages, stop it; every reading stored once and nothing rejected, or the run fails."""
+    workload = run.workload
+    run.progress.phase(f"{bridge.name}: starting with {options.characteristics:,} characteristics")
+    with _running(bridge):
+        phases.warm_up(run, bridge, len(workload.streams()))
+        messages = workload.messages(options.backlog)
+        drain = phases.source_drain(run, bridge, messages)
+        _check_stored_once(bridge, None, run.published)
+        _check_rejects(bridge, run)
+    return SourceFigures(workload.kind, workload.per_message, messages, drain, workload.source.queued)
 
 
 def _poisoned(run: Run, system: System, options: Options, mix: Mix) -> Poisoned:
@@ -72,8 +101,8 @@ def _poisoned(run: Run, system: System, options: Options, mix: Mix) -> Poisoned:
     return Poisoned(mix, drain, latency, run.poisoned.copy())
 
 
-def _check_stored_once(bridge: BridgeSystem, first_seq: int, published: int) -> None:
-    """Every good reading published since the warm-up is in the database, once."""
+def _check_stored_once(bridge: BridgeSystem, first_seq: int | None, published: int) -> None:
+    """Every good reading published since the warm-up (None: ever) is in the database, once."""
     rows, distinct = bridge.stored(first_seq)
     if rows != published or distinct != published:
         raise RuntimeError(f"the bridge stored {rows:,} rows ({distinct:,} distinct readings) of "
@@ -90,29 +119,40 @@ def _check_rejects(bridge: BridgeSystem, run: Run) -> None:
 def _baseline_memory(workdir: Path, url: str, gauges: int, readings: int, progress: Progress) -> int:
     """RSS of a bridge with one characteristic after ``readings`` readings (as many as the
     warm-up of the measured bridge), to tell what the characteristics cost."""
-    config = write_config(workdir / "one-characteristic.toml", 1)
-    bridge = BridgeSystem(workdir, url, config, client_id(url, "baseline"))
+    workload = Workload(1)
+    bridge = BridgeSystem(workdir, url, workload.write_config(workdir / "one-characteristic.toml"),
+                          client_id(url, "baseline"))
     progress.phase("bridge with one characteristic: baseline memory")
     collector = Collector(url, bridge.events, client_id(url, "baseline-subscriber"))
-    bridge.start()
     try:
-        phases.warm_up(Run(url, config, gauges, 1, collector, progress), bridge, readings)
-        rss, _ = bridge.memory()
+        with _running(bridge):
+            phases.warm_up(Run(url, workload, gauges, 1, collector, progress), bridge, readings)
+            rss, _ = bridge.memory()
     finally:
-        bridge.stop()
         collector.close()
-    bridge.discard_session()
     return rss
 
 
-def _with_collector(broker: BenchBroker, system: System, options: Options, config: Path,
-                    progress: Progress) -> _Measured:
-    collector = Collector(broker.url, system.events, client_id(broker.url, f"{system.name}-subscriber"))
+def _with_collector(broker: BenchBroker, system: S, workload: Workload, options: Options, progress: Progress,
+                    measure: Callable[[Run, S, Options], T]) -> T:
+    """``measure`` the system, fed ``workload``, with a subscriber to its events."""
+    collector = Collector(broker.url, system.events, client_id(broker.url, f"{system.name}-subscriber"),
+                          workload.identify(), statuses=workload.source.births)
     try:
-        run = Run(broker.url, config, options.gauges, options.qos, collector, progress)
-        return _measure(run, system, options)
+        run = Run(broker.url, workload, options.gauges, options.qos, collector, progress)
+        return measure(run, system, options)
     finally:
         collector.close()
+
+
+def _source(broker: BenchBroker, workdir: Path, options: Options, progress: Progress) -> SourceFigures:
+    """The drain of a bridge of its own fed by ``options.source``, over as many characteristics."""
+    workload = Workload(options.characteristics, options.source, options.metrics_per_message,
+                        int(time.time() * 1000))
+    name = f"bridge-{options.source}"
+    bridge = BridgeSystem(workdir, broker.url, workload.write_config(workdir / f"{options.source}.toml"),
+                          client_id(broker.url, name), name, workload.source.online_filter())
+    return _with_collector(broker, bridge, workload, options, progress, _measure_source)
 
 
 def run_bench(options: Options, progress: Progress) -> Report:
@@ -122,13 +162,15 @@ def run_bench(options: Options, progress: Progress) -> Report:
         progress.phase(f"starting the {options.broker} broker")
         broker = open_broker(options.broker, workdir)
         try:
-            config = write_config(workdir / "characteristics.toml", options.characteristics)
+            workload = Workload(options.characteristics)
+            config = workload.write_config(workdir / "characteristics.toml")
             bridge = _with_collector(broker, BridgeSystem(workdir, broker.url, config,
                                                           client_id(broker.url, "bridge")),
-                                     options, config, progress)
+                                     workload, options, progress, _measure)
+            source = _source(broker, workdir, options, progress) if options.source != "json" else None
             relay = _with_collector(broker, RelaySystem(workdir, broker.url, config,
                                                         client_id(broker.url, "relay")),
-                                    options, config, progress)
+                                    workload, options, progress, _measure)
             baseline = _baseline_memory(workdir, broker.url, options.gauges, options.characteristics,
                                         progress)
         finally:
@@ -137,7 +179,7 @@ def run_bench(options: Options, progress: Progress) -> Report:
     per_characteristic = (bridge.loaded - baseline) / max(1, options.characteristics - 1)
     return Report(broker.kind, options.qos, options.characteristics, options.gauges,
                   options.duration, options.backlog, LATENCY_RATE, bridge.figures, relay.figures,
-                  Memory(bridge.peak, per_characteristic, bridge.growth), bridge.poisoned)
+                  Memory(bridge.peak, per_characteristic, bridge.growth), bridge.poisoned, source)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from bridge.config import parse_broker_url
 from bridge.contract import ANY_CHARACTERISTIC, sample_topic
 
 START_TIMEOUT_S = 120.0  # 10,000 characteristics: loading, subscribing, publishing their limits
+CONNECTED = "MQTT Connected"
 SESSION_TIMEOUT_S = 30.0
 
 
@@ -24,6 +25,7 @@ class System:
     events: str  # the topic filter of its events
     process: Child
     ready_line: str
+    probe = True  # its ready line does not tell that the broker has granted its subscriptions
     url: str
     client_id: str
 
@@ -64,26 +66,38 @@ class System:
 
 
 class BridgeSystem(System):
-    """``python -m bridge run`` with a fresh SQLite database (durable commits, as configured)."""
+    """``python -m bridge run`` with a fresh SQLite database (durable commits, as configured). Given the
+    first filter of one of its connections (``online``), its first start is ready once the broker has
+    granted every subscription of that connection (its "MQTT subscribed to ...: online" line), else once
+    connected; a restart resumes the persistent session and its subscriptions, and is ready once connected
+    (the broker grants them again only behind the backlog)."""
 
     name = "bridge"
     events = sample_topic(ANY_CHARACTERISTIC)
-    ready_line = "MQTT Connected"
+    ready_line = CONNECTED
 
-    def __init__(self, workdir: Path, url: str, config: Path, client_id: str) -> None:
-        self.url, self.client_id = url, client_id
+    def __init__(self, workdir: Path, url: str, config: Path, client_id: str, name: str = "bridge",
+                 online: str | None = None) -> None:
+        self.url, self.client_id, self.name = url, client_id, name
+        if online is not None:
+            self.ready_line, self.probe = f"MQTT subscribed to {online}", False
         self.db_path = workdir / f"{client_id}.db"
         self.process = Child(python("bridge", "run", "--broker", url, "--db", f"sqlite:///{self.db_path}",
                                     "--config", str(config), "--client-id", client_id),
                              workdir / f"{client_id}.log")
 
-    def stored(self, first_seq: int) -> tuple[int, int]:
-        """Readings committed with a seq from ``first_seq`` on: rows, and distinct readings."""
+    def start(self) -> None:
+        super().start()
+        self.ready_line = CONNECTED
+
+    def stored(self, first_seq: int | None = None) -> tuple[int, int]:
+        """Readings committed with a seq from ``first_seq`` on (None: every reading): rows, and
+        distinct readings (by characteristic and key: its seq, else its timestamp)."""
+        where = "" if first_seq is None else "where cast(seq as integer) >= ?"
         with sqlite3.connect(self.db_path, timeout=30) as db:
             rows, distinct = db.execute(
-                "select count(*), count(distinct characteristic_id || '/' || seq) from readings "
-                "where cast(seq as integer) >= ?",
-                (first_seq,)).fetchone()
+                "select count(*), count(distinct characteristic_id || '/' || reading_key) from readings "
+                + where, () if first_seq is None else (first_seq,)).fetchone()
             return int(rows), int(distinct)
 
     def rejected_payloads(self) -> list[str]:

@@ -63,6 +63,10 @@ class Decoder:
         """What ``message`` holds for this decoder's characteristics."""
         raise NotImplementedError
 
+    def readings_per_message(self, topic: str) -> int:
+        """The most readings a message on ``topic`` makes (how much of a batch it takes)."""
+        return 1
+
     def begin(self) -> None:
         """A batch starts: remember the state to return to."""
 
@@ -95,6 +99,10 @@ class PathDecoder(Decoder):
     def __init__(self, selections: Sequence[tuple[Characteristic, FieldPaths]], max_payload: int) -> None:
         self.selections = list(selections)
         self.max_payload = max_payload
+
+    def readings_per_message(self, topic: str) -> int:
+        """One for each characteristic on the topic."""
+        return len(self.selections)
 
     def decode(self, message: Inbound) -> Decoding:
         try:

@@ -102,6 +102,11 @@ class Pipeline:
         self.stale_filters: list[str] = []  # subscriptions a resumed session may hold: to unsubscribe
         self.subscription_changes: list[tuple[list[str], list[str]]] = []  # asked by commands: to make
 
+    def readings_per_message(self, topic: str) -> int:
+        """How many readings a message on ``topic`` carries at most: what it counts for in a batch."""
+        decoder = self.router.route(topic)
+        return decoder.readings_per_message(topic) if decoder is not None else 1
+
     @property
     def duplicates(self) -> int:
         """Resends dropped by this process: deliveries and readings seen before."""

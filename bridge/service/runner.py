@@ -43,15 +43,18 @@ SLOW_BATCH_S = 1.0  # a batch that takes longer to evaluate and commit is logged
 SHOWN_FILTERS = 10  # subscriptions named in the start-up line; the rest are counted
 
 
-def _take(inbox: "SimpleQueue[Any]", size: int) -> list[Any]:
-    """Up to ``size`` items that are in the inbox now."""
+def _take(inbox: "SimpleQueue[Any]", size: int, weight: Callable[[Any], int] = lambda _: 1) -> tuple[list[Any], int]:
+    """Items that are in the inbox now, up to a total ``weight`` of ``size``; and their weight."""
     items: list[Any] = []
-    while len(items) < size:
+    total = 0
+    while total < size:
         try:
-            items.append(inbox.get_nowait())
+            item = inbox.get_nowait()
         except Empty:
             break
-    return items
+        items.append(item)
+        total += weight(item)
+    return items, total
 
 
 class Bridge:
@@ -182,17 +185,23 @@ class Bridge:
         self.link.poll(timeout, enough)
         self.host_link.poll(0.0, enough)
 
+    def _weight(self, item: Any) -> int:
+        """The readings a message is expected to carry (a vendor JSON or Sparkplug message, many)."""
+        return self.pipeline.readings_per_message(item.topic) if isinstance(item, Inbound) else 1
+
     def _collect(self) -> list[Any]:
-        """The next batch: what the network has brought, up to ``--batch-size`` items, waiting up
+        """The next batch: what the network has brought, up to ``--batch-size`` readings, waiting up
         to IDLE_S for the first and ``--batch-ms`` for more."""
         size, wait_s = self.settings.batch_size, self.settings.batch_ms / 1000
         self._poll(0.0 if self.inbox.qsize() else IDLE_S, size)
-        items = _take(self.inbox, size)
+        items, total = _take(self.inbox, size, self._weight)
         if items and wait_s:
             deadline = time.monotonic() + wait_s
-            while len(items) < size and (left := deadline - time.monotonic()) > 0:
-                self._poll(left, size - len(items))
-                items += _take(self.inbox, size - len(items))
+            while total < size and (left := deadline - time.monotonic()) > 0:
+                self._poll(left, size - total)
+                more, weight = _take(self.inbox, size - total, self._weight)
+                items += more
+                total += weight
         return items
 
     def _pause(self, stop: threading.Event, seconds: float) -> None:
@@ -248,7 +257,7 @@ class Bridge:
         """Graceful stop: process what has arrived, publish what is committed, go offline."""
         deadline = time.monotonic() + STOP_DRAIN_S
         self._poll(0.0, 10**9)
-        pending = retry + [i for i in _take(self.inbox, 10**9) if isinstance(i, Inbound)]
+        pending = retry + [i for i in _take(self.inbox, 10**9)[0] if isinstance(i, Inbound)]
         if pending:
             self._handle(pending)
         while not self.publisher.idle and time.monotonic() < deadline and self.link.connected.is_set():

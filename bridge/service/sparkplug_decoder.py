@@ -11,6 +11,7 @@ same message, else the last one seen.
 """
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
@@ -23,6 +24,7 @@ from bridge.service.messages import Event, Inbound
 from bridge.service.registry import Characteristic
 from bridge.sparkplug.host import HostOutput, MetricKey, MetricValue, NodeRef, SparkplugHost
 from bridge.sparkplug.payload import DataType
+from bridge.sparkplug.topics import parse_topic
 
 
 class Binding:
@@ -51,6 +53,8 @@ class SparkplugDecoder(Decoder):
         self.host = host
         self.by_key = {b.key: b for b in bindings}
         self.by_n_key: dict[MetricKey, list[Binding]] = {}
+        self.per_source: Counter[tuple[str, str, str | None]] = Counter(
+            (b.key.group_id, b.key.edge_node_id, b.key.device_id) for b in bindings)
         for binding in bindings:
             if binding.n_key is not None:
                 self.by_n_key.setdefault(binding.n_key, []).append(binding)
@@ -74,6 +78,13 @@ class SparkplugDecoder(Decoder):
             self.last_n, self.status, kept = self._saved
             del self.rebirths[kept:]
             self._saved = None
+
+    def readings_per_message(self, topic: str) -> int:
+        """As many as the characteristics bound to the node's or device's metrics (1 for other messages)."""
+        parsed = parse_topic(topic)
+        if parsed is None:
+            return 1
+        return max(1, self.per_source[(parsed.group_id, parsed.edge_node_id, parsed.device_id)])
 
     def take_rebirths(self) -> list[NodeRef]:
         """The nodes to send an NCMD Node Control/Rebirth to, each once."""
