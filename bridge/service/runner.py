@@ -13,9 +13,9 @@ import select
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from queue import Empty, SimpleQueue
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -26,12 +26,12 @@ from bridge.metrics_server import MetricsServer
 from bridge.service.messages import Inbound
 from bridge.service.metrics import BridgeMetrics
 from bridge.service.mqtt import Disconnected, MqttLink, SubscriptionRefused
-from bridge.service.presence import HostState
 from bridge.service.pipeline import Pipeline
+from bridge.service.presence import HostState
 from bridge.service.publisher import Publisher
-from bridge.store.failures import DatabaseUnusable, open_engine, permanent, shown
 from bridge.sparkplug.payload import rebirth_request
 from bridge.sparkplug.topics import node_topic
+from bridge.store.failures import DatabaseUnusable, open_engine, permanent, shown
 from bridge.store.queries import create_tables
 
 log = logging.getLogger(__name__)
