@@ -26,7 +26,8 @@ from broker.users import User, UserDirectory, UsersError
 from tests.brokers import SCHEMES, BrokerHandle, Scheme
 from tests.credentials import create_role_users, password
 from tests.test_access import (
-    QUIET, arrived, check_retained_reads, check_wills, connect, connect_all, mismatches, received, wait_for_topics,
+    QUIET, arrived, check_publishes, check_retained_reads, check_wills, connect, connect_all, mismatches,
+    wait_for_topics,
 )
 from tests.test_access import secured  # noqa: F401  (its broker fixture, here with the users of role_users below)
 from tests.test_users import spc_bridge
@@ -111,24 +112,7 @@ def role_users(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_edges_and_the_bridge_publish_only_where_they_may(secured: BrokerHandle, scheme: Scheme) -> None:
-    token = uuid.uuid4().hex
-    controls = {user: next(topic for who, topic, allowed in PUBLISH if who == user and allowed) for user in PUBLISHERS}
-    with ExitStack() as stack:
-        watcher = stack.enter_context(connect(secured, "mqtt", "admin"))
-        watcher.subscribe("#")
-        publishers = connect_all(stack, secured, scheme, PUBLISHERS)
-        for user, topic, _ in PUBLISH:
-            publishers[user].publish(topic, f"{token} {user}")
-        for user, topic in controls.items():  # once these have arrived, so has all each user sent before
-            publishers[user].publish(topic, f"{token} control")
-        deadline = time.monotonic() + watcher.timeout
-        while sum(rest == "control" for _, rest in received(watcher, token)) < len(controls) and \
-                time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(QUIET)
-        observed = {f"{rest} -> {topic}" for topic, rest in received(watcher, token) if rest != "control"}
-    expected = {f"{user} -> {topic}": allowed for user, topic, allowed in PUBLISH}
-    assert mismatches(expected, observed) == []
+    check_publishes(secured, scheme, PUBLISHERS, PUBLISH)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
