@@ -9,9 +9,6 @@ broker/roles.py. One broker of each kind serves the whole module.
 
 from __future__ import annotations
 
-import time
-import uuid
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -25,10 +22,7 @@ from bridge.sparkplug.topics import (
 from broker.users import User, UserDirectory, UsersError
 from tests.brokers import SCHEMES, BrokerHandle, Scheme
 from tests.credentials import create_role_users, password
-from tests.test_access import (
-    QUIET, arrived, check_publishes, check_retained_reads, check_wills, connect, connect_all, mismatches,
-    wait_for_topics,
-)
+from tests.test_access import check_live_reads, check_publishes, check_retained_reads, check_wills
 from tests.test_access import secured  # noqa: F401  (its broker fixture, here with the users of role_users below)
 from tests.test_users import spc_bridge
 
@@ -117,21 +111,7 @@ def test_edges_and_the_bridge_publish_only_where_they_may(secured: BrokerHandle,
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_edges_read_their_commands_and_the_host_states_only(secured: BrokerHandle, scheme: Scheme) -> None:
-    token = uuid.uuid4().hex
-    with ExitStack() as stack:
-        readers = connect_all(stack, secured, scheme, tuple(READABLE))
-        for reader in readers.values():
-            reader.subscribe("#")
-            reader.subscribe(f"{NAMESPACE}/#")
-        publisher = stack.enter_context(connect(secured, "mqtt", "admin"))
-        for topic in READ_TOPICS:
-            publisher.publish(topic, token)
-        for user, reader in readers.items():
-            wait_for_topics(reader, token, READABLE[user])
-        time.sleep(QUIET)
-        observed = {f"{user} <- {topic}" for user, reader in readers.items() for topic in arrived(reader, token)}
-    expected = {f"{user} <- {topic}": topic in READABLE[user] for user in READABLE for topic in READ_TOPICS}
-    assert mismatches(expected, observed) == []
+    check_live_reads(secured, scheme, tuple(READABLE), f"{NAMESPACE}/#", READ_TOPICS, READABLE)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
