@@ -13,6 +13,25 @@ const timeout = Number(option("--timeout") ?? 30000);
 const ackReason = option("--ack");
 const print = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 
+const CLICK_CHECK_MS = 5000;
+const STATE_MS = 5000;
+
+// A click that lands beside the button reaches no handler: say so at once rather than time out later.
+async function clickHandled(page, button) {
+  await button.click({ timeout });
+  await page.waitForFunction(() => window.spcAckSent === true, null, { timeout: CLICK_CHECK_MS })
+    .catch(() => { throw new Error("the click on the button reached no handler (window.spcAckSent)"); });
+}
+
+// What the page shows and has received, each read bounded in time (a hung page must not hang the driver).
+async function pageState(page) {
+  const bounded = (promise) => Promise.race([promise, new Promise((resolve) => setTimeout(() => resolve("(no answer)"), STATE_MS))]);
+  return {
+    page: await bounded(page.locator("body").innerText({ timeout: STATE_MS }).catch(String)),
+    seen: await bounded(page.evaluate(() => window.spcSeen?.() ?? null).catch(String)),
+  };
+}
+
 const profile = mkdtempSync(join(tmpdir(), "spc-chromium-"));
 let context;
 let done;
@@ -31,6 +50,7 @@ try {
   const page = context.pages()[0] ?? await context.newPage();
   page.on("console", (message) => process.stderr.write(`console ${message.type()}: ${message.text()}\n`));
   page.on("pageerror", (error) => print({ event: "page-error", message: String(error) }));
+  page.on("crash", () => { print({ event: "page-error", message: "the page crashed" }); done(false); });
   await page.exposeFunction("spcReport", (report) => {
     print(report);
     if (report.event === "done" || report.event === "failed") done(report.event === "done");
@@ -42,11 +62,11 @@ try {
     await page.fill("#reason", ackReason);
     // Read the id first: the page removes the button as soon as the ack event arrives, which can be at once.
     const violationId = Number(await button.getAttribute("data-violation-id"));
-    await button.click();
+    await clickHandled(page, button);
     print({ event: "clicked", violation_id: violationId });
   }
   const ok = await finished;
-  if (!ok) print({ event: "timeout", page: await page.locator("body").innerText() });
+  if (!ok) print({ event: "timeout", ...(await pageState(page)) });
   process.exitCode = ok ? 0 : 1;
 } catch (error) {
   print({ event: "driver-error", message: String(error) });

@@ -40,7 +40,10 @@ function showViolation(violation) {
   button.onclick = () => {
     button.disabled = true;
     const request = { violation_id: violation.violation_id, reason: $("reason").value, transaction: violation.violation_id };
-    client.publish(topics.ack_request, JSON.stringify(request), { qos: 1 });
+    // The driver checks that its click reached this handler; the report says when the broker has the request.
+    window.spcAckSent = true;
+    client.publish(topics.ack_request, JSON.stringify(request), { qos: 1 }, (error) =>
+      report(error ? { event: "failed", message: `ack request: ${error}` } : { event: "ack-sent" }));
   };
   item.append(button);
   $("violations").append(item);
@@ -57,6 +60,10 @@ function showResponse(response) {
   seen.responses.push(response);
   $("response").textContent = response.status === "ok" ? "acknowledged" : `refused: ${response.error}`;
 }
+
+// What has arrived so far: the driver's report when the page times out.
+window.spcSeen = () => ({ limits: seen.limits !== null, samples: seen.samples.length, violations: seen.violations.length,
+                          acks: seen.acks.length, responses: seen.responses.length });
 
 function finishWhenComplete() {
   if (seen.limits && seen.samples.length >= config.samples && seen.acks.length >= 1 && seen.responses.length >= 1) {

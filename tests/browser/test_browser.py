@@ -75,6 +75,7 @@ class Browser:
     def __init__(self, url: str, *options: str) -> None:
         self.stderr: list[str] = []
         self._reports: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._received: list[dict[str, Any]] = []  # in order of arrival
         self.proc = subprocess.Popen(
             ["node", "drive.mjs", url, "--timeout", str(int(PAGE_TIMEOUT * 1000)), *options], cwd=HERE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, CHROMIUM=CHROMIUM))
@@ -82,18 +83,20 @@ class Browser:
         threading.Thread(target=self._read_stderr, daemon=True).start()
 
     def expect(self, event: str, timeout: float = PAGE_TIMEOUT + 10) -> dict[str, Any]:
-        """Wait (bounded) for the report ``event``; fail on any report of a problem first."""
+        """Wait (bounded) for the report ``event``, which may have come already (the page can be done before
+        the driver's click returns); fail on any report of a problem first."""
         deadline = time.monotonic() + timeout
         while True:
+            for report in self._received:
+                if report["event"] in ("failed", "timeout", "page-error", "driver-error"):
+                    raise AssertionError(f"waiting for {event!r}: {report}\n{''.join(self.stderr)[-3000:]}")
+                if report["event"] == event:
+                    return report
             try:
-                report = self._reports.get(timeout=max(0.0, deadline - time.monotonic()))
+                self._received.append(self._reports.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 raise TimeoutError(f"no {event!r} from the page within {timeout} s; "
                                    f"browser said:\n{''.join(self.stderr)[-3000:]}") from None
-            if report["event"] == event:
-                return report
-            if report["event"] in ("failed", "timeout", "page-error", "driver-error"):
-                raise AssertionError(f"waiting for {event!r}: {report}\n{''.join(self.stderr)[-3000:]}")
 
     def stop(self) -> None:
         """End the driver by PID: it closes Chromium itself; SIGKILL if it has not exited in time."""
@@ -108,7 +111,10 @@ class Browser:
     def _read_reports(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self._reports.put(json.loads(line))
+            try:
+                self._reports.put(json.loads(line))
+            except json.JSONDecodeError:  # not a report (a library's notice): kept with what the browser said
+                self.stderr.append(f"stdout: {line}")
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
