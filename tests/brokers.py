@@ -28,6 +28,7 @@ from broker.mosquitto_plugin import build as build_plugin
 from broker.users import UserDirectory
 from tests.credentials import Certificates
 from tests.credentials import password as test_password
+from tests.processes import ChildProcess
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -240,6 +241,24 @@ def start_embedded_broker(users: Path, certs: Certificates) -> EmbeddedBrokerThr
     broker = EmbeddedBrokerThread(_free_ports(), users, certs)
     broker.start()
     return broker
+
+
+class EmbeddedBrokerProcess(ChildProcess, _BrokerUrl):
+    """`spc-bridge broker`, the embedded broker as a process of its own (as sites run it), with the test users and
+    TLS on free loopback ports; a test broker handle (not started yet). Nothing of the test's process (its threads,
+    its collections of a large heap) delays it."""
+
+    kind = "spc-bridge broker"
+
+    def __init__(self, tmp_path: Path, users: Path, certs: Certificates) -> None:
+        self.host = HOST
+        self.port, self.ws_port, self.tls_port, self.wss_port = _free_ports()
+        self.certs = certs
+        super().__init__(["broker", "--users", str(users), "--tls-cert", str(certs.server_cert),
+                          "--tls-key", str(certs.server_key), "--tls-ca", str(certs.ca),
+                          "--port", str(self.port), "--ws-port", str(self.ws_port),
+                          "--tls-port", str(self.tls_port), "--wss-port", str(self.wss_port)],
+                         tmp_path / "broker.log", "(Ctrl-C stops it)")
 
 
 class ConnectionRefused(ConnectionError):

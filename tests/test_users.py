@@ -9,31 +9,17 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 from broker.users import User, UserDirectory, UsersError, mosquitto_acl
-from tests.brokers import HOST, ConnectionRefused, MqttProbe, free_port, start_mosquitto
+from tests.brokers import HOST, ConnectionRefused, EmbeddedBrokerProcess, MqttProbe, free_port, start_mosquitto
 from tests.credentials import Certificates
-from tests.processes import REPO, ChildProcess
+from tests.processes import REPO
 
 SECRET = "correct horse battery staple"
-
-
-@dataclass
-class CommandBroker:
-    """`spc-bridge broker` run as a command, as a handle for MqttProbe."""
-
-    host: str
-    port: int
-    ws_port: int
-    tls_port: int
-    wss_port: int
-    certs: Certificates
-    kind: str = "spc-bridge broker"
 
 
 def spc_bridge(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -167,20 +153,15 @@ def test_the_broker_will_not_run_open_or_without_its_users(args: list[str], word
 
 def test_the_broker_command_serves_its_users_over_tls(tmp_path: Path, role_users: Path,
                                                       certificates: Certificates) -> None:
-    handle = CommandBroker(HOST, free_port(), free_port(), free_port(), free_port(), certificates)
-    broker = ChildProcess(["broker", "--users", str(role_users), "--tls-cert", str(certificates.server_cert),
-                           "--tls-key", str(certificates.server_key), "--tls-ca", str(certificates.ca),
-                           "--port", str(handle.port), "--ws-port", str(handle.ws_port),
-                           "--tls-port", str(handle.tls_port), "--wss-port", str(handle.wss_port)],
-                          tmp_path / "broker.log", "(Ctrl-C stops it)")
+    broker = EmbeddedBrokerProcess(tmp_path, role_users, certificates)
     broker.start()
     try:
-        assert f"wss://{HOST}:{handle.wss_port}/mqtt; users of {role_users}" in broker.output()
-        with MqttProbe(handle, "websockets", tls=True, user="dashboard") as dashboard:
+        assert f"wss://{HOST}:{broker.wss_port}/mqtt; users of {role_users}" in broker.output()
+        with MqttProbe(broker, "websockets", tls=True, user="dashboard") as dashboard:
             dashboard.subscribe("spc/+/sample")
         for transport in ("tcp", "websockets"):
             with pytest.raises(ConnectionRefused):
-                MqttProbe(handle, transport, user=None)
+                MqttProbe(broker, transport, user=None)
         assert broker.stop(signal.SIGINT) == 0
     finally:
         broker.stop()
