@@ -1,4 +1,4 @@
-"""`spc-bridge bench` keeps working: a small run on its own Mosquitto (with 1 % poison messages, and with each
+"""`spc-bridge bench` keeps working: small runs on its own Mosquitto (one with 1 % poison messages; each
 other source beside the JSON path) and on its own embedded broker. Not a timed test: it checks that every
 figure is there and positive, whatever this machine's speed; the bench itself fails unless the database holds
 every good reading once and every poison message as one reject, and nothing else."""
@@ -31,14 +31,9 @@ def _bench(*args: str) -> dict[str, Any]:
     return figures
 
 
-@pytest.mark.parametrize(("broker", "characteristics"), [("mosquitto", 1000), ("embedded", 100)])
-def test_bench_quick_json(broker: str, characteristics: int) -> None:
-    """Every phase, briefly; the JSON has every figure, and the progress line went to stderr."""
-    figures = _bench("--broker", broker, "--characteristics", str(characteristics), "--backlog", "500",
-                     "--duration", "1", "--gauges", "2")
+def _check_figures(figures: dict[str, Any], broker: str, characteristics: int) -> None:
+    """Every figure of the JSON phases is there, and positive where it must be."""
     assert figures["broker"] == broker
-    assert not any(key.startswith("poison") for key in figures), figures
-    assert "source" not in figures, figures
     for key in POSITIVE:
         assert figures[key] > 0, (key, figures)
     # 0 when even the lowest offered rate fell behind, which a slow machine may see in 1 s steps
@@ -49,34 +44,48 @@ def test_bench_quick_json(broker: str, characteristics: int) -> None:
         assert figures["memory_per_characteristic_bytes"] > 0, figures
 
 
-def test_bench_quick_poison() -> None:
-    """With 1 % poison the drain and the latency run again; every kind of the catalogue was sent
-    (20 in each drain: each gauge's rotation goes round) and the run passed its checks: every good
-    reading stored once, every poison message one reject."""
-    figures = _bench("--broker", "mosquitto", "--characteristics", "1000", "--backlog", "2000",
-                     "--duration", "1", "--gauges", "2", "--poison", "0.01")
-    for key in (*POSITIVE, *POISON):
-        assert figures[key] > 0, (key, figures)
-    assert figures["poison_fraction"] == 0.01
-    kinds = figures["poison_kinds"]
-    assert isinstance(kinds, dict) and set(kinds) == set(KINDS), figures
-    assert sum(kinds.values()) == figures["poison_messages"], figures
-
-
-@pytest.mark.parametrize(("source", "characteristics", "per_message", "backlog", "drain"), [
-    ("kepware", 200, 100, 2000, "queued"),
-    # two edge nodes of 300 NDATA each: their seq wraps from 255 to 0
-    ("sparkplug", 20, 10, 6000, "live"),
-])
-def test_bench_quick_source(source: str, characteristics: int, per_message: int, backlog: int, drain: str) -> None:
-    """The source's drain beside the JSON drain: its messages carried the backlog's readings, and the run passed its
-    checks (every reading stored once, no reject)."""
-    assert options.SOURCES == sources.KINDS
-    figures = _bench("--broker", "mosquitto", "--characteristics", str(characteristics), "--backlog", str(backlog),
-                     "--duration", "1", "--gauges", "2", "--source", source,
-                     "--metrics-per-message", str(per_message))
+def _check_source(figures: dict[str, Any], source: str, per_message: int, backlog: int, drain: str) -> None:
+    """The source's drain beside the JSON drain: its messages carried the backlog's readings (the run itself
+    checked that every reading was stored once, and no reject)."""
     found = figures["source"]
     assert (found["kind"], found["metrics_per_message"], found["drain"]) == (source, per_message, drain), found
     assert (found["messages"], found["readings"]) == (backlog // per_message, backlog), found
     assert found["json_readings_per_s"] == figures["drain_rate"], figures
     assert found["readings_per_s"] > 0 and found["ratio"] > 0, found
+
+
+def test_bench_quick_embedded() -> None:
+    """Every phase, briefly, on the embedded broker; the JSON has every figure, and the progress line went to
+    stderr."""
+    figures = _bench("--broker", "embedded", "--characteristics", "100", "--backlog", "500",
+                     "--duration", "1", "--gauges", "2")
+    _check_figures(figures, "embedded", 100)
+    assert not any(key.startswith("poison") for key in figures), figures
+    assert "source" not in figures, figures
+
+
+def test_bench_quick_mosquitto_with_sparkplug() -> None:
+    """Every phase on Mosquitto, and Sparkplug B beside it: two edge nodes of 300 NDATA each, whose seq wraps
+    from 255 to 0."""
+    assert options.SOURCES == sources.KINDS
+    figures = _bench("--broker", "mosquitto", "--characteristics", "20", "--backlog", "6000",
+                     "--duration", "1", "--gauges", "2", "--source", "sparkplug", "--metrics-per-message", "10")
+    _check_figures(figures, "mosquitto", 20)
+    assert not any(key.startswith("poison") for key in figures), figures
+    _check_source(figures, "sparkplug", 10, 6000, "live")
+
+
+def test_bench_quick_poison_with_kepware() -> None:
+    """With 1 % poison the drain and the latency run again; every kind of the catalogue was sent
+    (20 in each drain: each gauge's rotation goes round) and the run passed its checks: every good
+    reading stored once, every poison message one reject. Kepware IoT Gateway JSON beside it, queued."""
+    figures = _bench("--broker", "mosquitto", "--characteristics", "1000", "--backlog", "2000",
+                     "--duration", "1", "--gauges", "2", "--poison", "0.01", "--source", "kepware")
+    _check_figures(figures, "mosquitto", 1000)
+    for key in POISON:
+        assert figures[key] > 0, (key, figures)
+    assert figures["poison_fraction"] == 0.01
+    kinds = figures["poison_kinds"]
+    assert isinstance(kinds, dict) and set(kinds) == set(KINDS), figures
+    assert sum(kinds.values()) == figures["poison_messages"], figures
+    _check_source(figures, "kepware", 100, 2000, "queued")

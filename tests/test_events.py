@@ -35,7 +35,7 @@ def _model_sample(sample_id: int, row: dict[str, Any], spec: ChartSpec, seq: str
     return SampleEvent(**fields).model_dump_json(exclude_unset=True)  # type: ignore[arg-type]
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(
     sample_id=st.integers(1, 2**62), characteristic_id=st.integers(1, 2**31 - 1), ts=TEXT,
     value=FLOATS | st.integers(-10**6, 10**6), zone=st.none() | st.sampled_from(["beyond_ucl", "zone_c_lower"]),

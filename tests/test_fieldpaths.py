@@ -286,7 +286,7 @@ TAGGED = st.fixed_dictionaries({}, optional={"values": st.lists(ELEMENT, max_siz
                                              "data": st.fixed_dictionaries({"values": st.lists(ELEMENT, max_size=4)})})
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(TAGGED, st.sampled_from(LOOKUPS + NOT_LOOKUPS))
 def test_a_lookup_selects_what_jmespath_selects(document: dict[str, Any], expression: str) -> None:
     path = compile_path(expression)
@@ -335,7 +335,7 @@ CONFIGS = [
 ]
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.one_of(JSON, KEPWARE_LIKE, FLAT, FLAT), st.sampled_from(CONFIGS))
 def test_any_document_is_a_reading_or_an_ingest_error(document: Any, config: FieldPaths) -> None:
     try:

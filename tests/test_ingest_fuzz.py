@@ -97,7 +97,7 @@ def _parse_and_feed(payload: bytes, max_payload: int = 65536) -> None:
             assert str(error)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.one_of(st.binary(max_size=200), JSON.map(_payload)))
 def test_any_payload_is_a_reading_or_a_clear_error(payload: bytes) -> None:
     """Arbitrary bytes and arbitrary JSON: a reading within bounds, or IngestError."""

@@ -543,7 +543,7 @@ def play(host: SparkplugHost, script: list[tuple[str, str, bytes]], start: float
     return outputs
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.sampled_from([[], BIRTHS[:1], BIRTHS]), steps(["due", "lost", "begin", "commit", "rollback"]))
 def test_no_sequence_of_messages_timeouts_and_batches_makes_the_host_raise(
         births: list[tuple[str, str, bytes]], script: list[tuple[str, str, bytes]]) -> None:
@@ -554,7 +554,7 @@ def test_no_sequence_of_messages_timeouts_and_batches_makes_the_host_raise(
         assert all(isinstance(v.timestamp, int) and isinstance(v.key.metric, str) for v in out.values)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.sampled_from([BIRTHS[:1], BIRTHS]), steps(["due"]), steps(["due", "lost"]), steps(["due"]))
 def test_a_rolled_back_batch_leaves_no_trace(births: list[tuple[str, str, bytes]],
                                              prefix: list[tuple[str, str, bytes]],
