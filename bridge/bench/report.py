@@ -57,7 +57,7 @@ class SourceFigures:
     def how(self) -> str:
         """How the drain was measured, in words."""
         if self.queued:
-            return "queued while the bridge was stopped, first event to last"
+            return "queued while the bridge was stopped, its connection to the last event"
         return ("published live once the edge nodes were born, as the Sparkplug host's clean session keeps "
                 "no backlog; first publication to last event")
 
