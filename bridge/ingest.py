@@ -117,15 +117,24 @@ def _storable(text: str) -> bool:
     return True
 
 
-def _instant(utc: datetime | None, now: datetime, what: str, shown: Callable[[], str],
-             brief: Callable[[], str]) -> datetime:
+def _instant(utc: datetime | None, now: datetime, what: str, sent: Any, shown: Callable[[Any], str],
+             brief: Callable[[Any], str]) -> datetime:
     """``utc`` if it is within the years MIN_YEAR..MAX_YEAR and not beyond the clock skew ahead of ``now``;
-    ``shown`` and ``brief`` write the value sent into a reason, only when there is one to write."""
+    ``shown`` and ``brief`` write the value ``sent`` into a reason, only when there is one to write (functions
+    of the module, not closures: every reading passes here)."""
     if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
-        raise IngestError(f"{what} {shown()} is outside the years {MIN_YEAR}..{MAX_YEAR} (UTC)")
+        raise IngestError(f"{what} {shown(sent)} is outside the years {MIN_YEAR}..{MAX_YEAR} (UTC)")
     if utc > now + MAX_CLOCK_SKEW:
-        raise IngestError(f"{what} {brief()} is in the future (more than {MAX_CLOCK_SKEW} ahead)")
+        raise IngestError(f"{what} {brief(sent)} is in the future (more than {MAX_CLOCK_SKEW} ahead)")
     return utc
+
+
+def _repr_40(value: str) -> str:
+    return repr(value[:40])
+
+
+def _json_40(value: Any) -> str:
+    return json.dumps(value)[:40]
 
 
 def timestamp(value: Any, now: datetime, what: str = "ts") -> tuple[str, datetime]:
@@ -144,7 +153,7 @@ def timestamp(value: Any, now: datetime, what: str = "ts") -> tuple[str, datetim
         utc = parsed.astimezone(timezone.utc)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC
         utc = None
-    return value, _instant(utc, now, what, lambda: repr(value), lambda: repr(value[:40]))
+    return value, _instant(utc, now, what, value, repr, _repr_40)
 
 
 def iso_utc(moment: datetime, timespec: str = "auto") -> str:
@@ -161,16 +170,14 @@ _LAST_SECOND = (datetime(MAX_YEAR + 1, 1, 1, tzinfo=timezone.utc) - _EPOCH).tota
 def epoch_timestamp(value: Any, unit: Literal["s", "ms"], now: datetime, what: str) -> tuple[str, datetime]:
     """A number of seconds or milliseconds since 1970-01-01 UTC: its instant written in ISO 8601
     (``2026-12-01T12:00:00.123Z``) and the instant itself."""
-    def shown() -> str:
-        return json.dumps(value)[:40]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise IngestError(f"{what} must be a number of {'seconds' if unit == 's' else 'milliseconds'} "
-                          f"since 1970-01-01 UTC, got {shown()}")
+                          f"since 1970-01-01 UTC, got {_json_40(value)}")
     # compared before any conversion: an int is compared exactly, and NaN fails
     if not 0 <= value < _LAST_SECOND * _SECONDS[unit]:
-        raise IngestError(f"{what} {shown()} is outside the years {MIN_YEAR}..{MAX_YEAR} (UTC)")
+        raise IngestError(f"{what} {_json_40(value)} is outside the years {MIN_YEAR}..{MAX_YEAR} (UTC)")
     moment = _EPOCH + (timedelta(seconds=value) if unit == "s" else timedelta(milliseconds=value))
-    _instant(moment, now, what, shown, shown)
+    _instant(moment, now, what, value, _json_40, _json_40)
     return iso_utc(moment, "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"), moment
 
 

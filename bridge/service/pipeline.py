@@ -302,7 +302,8 @@ class Pipeline:
         decoding = decoder.decode(message)
         for refusal in decoding.refusals:
             self._reject(work, message, refusal.reason, refusal.kind)
-        work.add_events(decoding.events)
+        if decoding.events:
+            work.add_events(decoding.events)
         return [(message, d) for d in decoding.readings]
 
     def _reject(self, work: Batch, message: Inbound, reason: str, kind: str) -> None:
