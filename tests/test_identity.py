@@ -178,12 +178,6 @@ def _wrong_password_connect(address: tuple[str, int], source: str) -> int:
     return connack[3]
 
 
-def _flood(address: tuple[str, int], sources: list[str], count: int) -> list[int]:
-    """``count`` wrong-password CONNECTs, 20 at a time, from ``sources`` in turn; their return codes."""
-    with ThreadPoolExecutor(20) as pool:
-        return list(pool.map(lambda i: _wrong_password_connect(address, sources[i % len(sources)]), range(count)))
-
-
 @pytest.fixture
 def broker_process(tmp_path: Path, role_users: Path, certificates: Certificates) -> Iterator[EmbeddedBrokerProcess]:
     """`spc-bridge broker`, started: the latencies measured are the broker's, not those of the test's process."""
@@ -217,7 +211,9 @@ def test_a_wrong_password_flood_neither_stalls_ingest_nor_gets_through(
         publisher.start()
         try:
             time.sleep(0.5)
-            codes = _flood((broker.host, broker.port), addresses, FLOOD)
+            with ThreadPoolExecutor(20) as pool:
+                codes = list(pool.map(lambda i: _wrong_password_connect((broker.host, broker.port),
+                                                                        addresses[i % sources]), range(FLOOD)))
             time.sleep(0.5)
         finally:
             stop.set()
