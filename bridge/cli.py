@@ -14,8 +14,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -162,6 +163,49 @@ def _demo(args: argparse.Namespace) -> int:
         raise Failure(str(error)) from error
 
 
+def _read_database(url: str, read: Callable[[Any], str]) -> int:
+    """Print what ``read`` makes of the database at ``url``, or fail with what is wrong with it."""
+    import sqlalchemy as sa
+    from sqlalchemy.exc import DBAPIError
+
+    from bridge.store.failures import DatabaseUnusable, open_engine, permanent, shown
+
+    try:
+        engine = open_engine(url)
+    except DatabaseUnusable as error:
+        raise Failure(str(error)) from error
+    if engine.dialect.name == "sqlite" and not Path(engine.url.database or "").is_file():
+        raise Failure(f"db: {shown(url)}: no such file")  # SQLite would create an empty one
+    try:
+        if not sa.inspect(engine).has_table("audit"):
+            raise Failure(f"db: {shown(url)}: no spc-bridge tables there: give the --db of `spc-bridge run`")
+        text = read(engine)
+    except DBAPIError as error:
+        raise Failure(permanent(engine, error) or f"db: {shown(url)}: {' '.join(str(error.orig).split())}") from error
+    finally:
+        engine.dispose()
+    if text:
+        print(text)
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from bridge.audit_report import audit_text, parse_instant
+
+    try:
+        since = parse_instant(args.since) if args.since is not None else None
+    except ValueError:
+        raise Failure(f"--since {args.since!r}: give an ISO 8601 date or instant, e.g. 2026-12-01 or "
+                      "2026-12-01T08:00:00Z") from None
+    return _read_database(args.db, lambda engine: audit_text(engine, args.characteristic, since))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from bridge.export import characteristics_toml
+
+    return _read_database(args.db, characteristics_toml)
+
+
 def _tail(args: argparse.Namespace) -> int:
     from bridge.config import parse_broker_url
     from bridge.tail import TailError, tail
@@ -289,6 +333,26 @@ def build_parser() -> argparse.ArgumentParser:
                              help=f"give the files to group NAME, with read access: the group the broker runs as "
                                   f"(default: as root, {BROKER_GROUP} when it exists, for new files; a file "
                                   "replaced keeps its owner and mode)")
+
+    trail = commands.add_parser("audit", help="print the audit trail: who changed what, when and why",
+                                description="Print the audit trail of a bridge's database, oldest first: every "
+                                "change of a characteristic, limit set, rules or reason codes and every "
+                                "acknowledgement, with the user, the time, the old and new values and the reason.")
+    trail.add_argument("--db", required=True, metavar="URL", help="the database URL of `spc-bridge run`")
+    trail.add_argument("--characteristic", type=int, metavar="ID", help="only this characteristic's entries")
+    trail.add_argument("--since", metavar="T", help="only entries from this ISO 8601 date or instant on (UTC "
+                                                    "unless it names an offset)")
+    trail.set_defaults(handler=_audit)
+
+    catalog = commands.add_parser("characteristics", help="the characteristics kept in the database",
+                                  description="The characteristics the database holds, the one source of truth "
+                                  "(`spc-bridge run --config` applies a file to them).")
+    catalog_commands = catalog.add_subparsers(dest="characteristics_command", required=True)
+    export = catalog_commands.add_parser("export", help="write the current characteristics as a TOML file",
+                                         description="Write the current characteristics, ingest roots and reason "
+                                         "codes to standard output as a characteristics file.")
+    export.add_argument("--db", required=True, metavar="URL", help="the database URL of `spc-bridge run`")
+    export.set_defaults(handler=_export)
 
     demo = commands.add_parser("demo", help="embedded broker + bridge + SQLite + simulated gauges",
                                description="Try it in one command: an embedded broker, the bridge, a SQLite "

@@ -16,6 +16,7 @@ from pydantic import SerializerFunctionWrapHandler, field_validator, model_seria
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bridge.contract import REASON_CODE
 from bridge.fieldpaths import FieldPath, FieldPaths, Quality, TimestampUnit, compile_path
 from bridge.service.subscriptions import roots_problems
 from bridge.sparkplug.topics import device_topic, id_problem, node_topic
@@ -33,6 +34,7 @@ class ConfigError(Exception):
 OUR_TOPIC_ROOT = "spc"                  # spc/<id>/... and spc/bridge/state are the bridge's own
 MAX_TOPIC_BYTES = 65535                 # an MQTT UTF-8 string is at most 65535 bytes
 MAX_ID = 2**31 - 1                      # ids are stored in a 32-bit integer column
+MAX_INTERVAL_S = 366 * 86400.0          # the longest expected_interval: a year
 UNGROUPED_CHARTS = ("imr", "c", "cusum", "ewma")  # charts whose subgroup_size defaults to 1
 SIZED_CHARTS = ("p", "np", "u")         # attribute charts whose samples may each give their size n
 # Keys that read a reading out of vendor JSON (bridge.fieldpaths); all but value_path need value_path.
@@ -153,6 +155,10 @@ class CharacteristicConfig(BaseModel):
     L: float | None = None
     rules: RuleSelection = "nelson"
     dispersion_rules: RuleSelection = "rule1"
+    # a reading is expected every expected_interval seconds: none for that long plus the tolerance is a
+    # missed sample (a violation, and a stale status)
+    expected_interval: float | None = Field(default=None, gt=0, le=MAX_INTERVAL_S, allow_inf_nan=False)
+    interval_tolerance: float | None = Field(default=None, ge=0, le=MAX_INTERVAL_S, allow_inf_nan=False)
 
     _spec: ChartSpec = PrivateAttr()
     _paths: FieldPaths | None = PrivateAttr(default=None)
@@ -279,7 +285,8 @@ class CharacteristicConfig(BaseModel):
         if self.value_path is None and given:
             raise ValueError(f"{given[0]}: needs value_path (without it the topic's payloads are the bridge's "
                              'JSON readings: a number, "value", "values" or "count")')
-        for key, needed in (("timestamp_unit", "timestamp_path"), ("good_quality", "quality_path")):
+        for key, needed in (("timestamp_unit", "timestamp_path"), ("good_quality", "quality_path"),
+                            ("interval_tolerance", "expected_interval")):
             if getattr(self, key) is not None and getattr(self, needed) is None:
                 raise ValueError(f"{key}: needs {needed}")
         sized = [key for key, value in (("n_path", self.n_path),
@@ -351,11 +358,28 @@ def _problem(error: Any) -> str:
 
 
 class Characteristics(list[CharacteristicConfig]):
-    """The characteristics of a file and the ``ingest_roots`` it names (empty: derived from the topics)."""
+    """The characteristics of a file, the ``ingest_roots`` it names (empty: derived from the topics) and its
+    ``reason_codes`` (None: the file names none, bridge.contract.DEFAULT_REASON_CODES apply)."""
 
-    def __init__(self, configs: Iterable[CharacteristicConfig] = (), ingest_roots: Iterable[str] = ()) -> None:
+    def __init__(self, configs: Iterable[CharacteristicConfig] = (), ingest_roots: Iterable[str] = (),
+                 reason_codes: Iterable[str] | None = None) -> None:
         super().__init__(configs)
         self.ingest_roots = tuple(ingest_roots)
+        self.reason_codes = tuple(reason_codes) if reason_codes is not None else None
+
+
+def _reason_codes(document: dict[str, Any]) -> list[str] | None:
+    """The file's ``reason_codes``, None when it has none."""
+    codes = document.get("reason_codes")
+    if codes is None:
+        return None
+    if (not isinstance(codes, list) or not codes
+            or not all(isinstance(c, str) and REASON_CODE.fullmatch(c) for c in codes)):
+        raise ValueError('write it as a non-empty list of codes of 1 to 64 lower-case letters, digits and "_", '
+                         'e.g. reason_codes = ["tool_wear", "material", "unknown"]')
+    if len(set(codes)) != len(codes):
+        raise ValueError("a code is listed twice")
+    return codes
 
 
 def _ingest_roots(document: dict[str, Any]) -> list[str]:
@@ -410,16 +434,20 @@ def load_characteristics(path: str | Path) -> Characteristics:
         raise ConfigError(f"{path}: cannot read it: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    unknown = sorted(set(document) - {"characteristic", "ingest_roots"})
+    unknown = sorted(set(document) - {"characteristic", "ingest_roots", "reason_codes"})
     if unknown:
         raise ConfigError(
             f"{path}: unknown top-level key(s) {', '.join(unknown)}: "
-            "the file holds ingest_roots and [[characteristic]] tables"
+            "the file holds ingest_roots, reason_codes and [[characteristic]] tables"
         )
     try:
         roots = _ingest_roots(document)
     except ValueError as error:
         raise ConfigError(f"{path}: ingest_roots: {error}") from None
+    try:
+        reason_codes = _reason_codes(document)
+    except ValueError as error:
+        raise ConfigError(f"{path}: reason_codes: {error}") from None
     tables = document.get("characteristic", [])
     if not isinstance(tables, list):
         raise ConfigError(
@@ -452,7 +480,7 @@ def load_characteristics(path: str | Path) -> Characteristics:
         problems = roots_problems(roots, by_topic)
         if problems:
             raise ConfigError(f"{path}: ingest_roots: " + "; ".join(problems))
-    return Characteristics(configs, roots)
+    return Characteristics(configs, roots, reason_codes)
 
 
 # --- the broker URL --------------------------------------------------------------------------
@@ -567,6 +595,7 @@ class Settings:
     metrics_port: int | None = None  # None: no metrics and health endpoint
     sparkplug_host_id: str = "spc-bridge"
     sparkplug_reorder_timeout: float = 2.0
+    users: Path | None = None  # the users directory, to check roles in the bridge too (bridge.service.roles)
 
     def __post_init__(self) -> None:
         try:
@@ -612,6 +641,8 @@ class Settings:
                 raise ConfigError(f"{option}: {file}: no such file")
         if self.key_file is not None and self.cert_file is None:
             raise ConfigError("key-file: given without cert-file (the client certificate it belongs to)")
+        if self.users is not None and not (self.users / "users.toml").is_file():
+            raise ConfigError(f"users: {self.users}: no users.toml there (create users with `spc-bridge user add`)")
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -669,6 +700,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "bridge asks the node for a rebirth", type=float)
     add("--metrics-host", "127.0.0.1", "address the metrics port listens on; 0.0.0.0 for every "
         "interface, where a Prometheus server on another machine scrapes it", metavar="HOST")
+    add("--users", None, "users directory of `spc-bridge user` (only users.toml is read): the bridge then "
+        "checks each command against the sender's role too, besides the broker's ACL", type=Path, metavar="DIR")
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
@@ -691,4 +724,5 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         metrics_port=ns.metrics_port,
         sparkplug_host_id=ns.sparkplug_host_id or broker.username or Settings.sparkplug_host_id,
         sparkplug_reorder_timeout=ns.sparkplug_reorder_timeout,
+        users=ns.users,
     )

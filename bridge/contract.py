@@ -5,6 +5,7 @@ Field names are those of the OpenSPC WebSocket seed (``sample_id``, ``characteri
 ``ack_reason``, ...). Events are JSON, published at QoS 1 after the data they describe is committed.
 """
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -26,7 +27,16 @@ RESPONSE_ROOT = f"{ROOT}/bridge/response"
 REQUEST_FILTER = f"{REQUEST_ROOT}/+/+"
 ACK_COMMAND = "ack"
 HISTORY_COMMAND = "history"
-COMMANDS = (ACK_COMMAND, HISTORY_COMMAND)
+# The SPC workflow's commands, for engineers only (broker.roles, bridge.service.workflow).
+CHARACTERISTIC_COMMAND = "characteristic"
+RECALCULATE_COMMAND = "recalculate"
+START_BASELINE_COMMAND = "start_baseline"
+SET_LIMITS_COMMAND = "set_limits"
+RULES_COMMAND = "rules"
+OPERATOR_COMMANDS = (ACK_COMMAND, HISTORY_COMMAND)
+ENGINEER_COMMANDS = (CHARACTERISTIC_COMMAND, RECALCULATE_COMMAND, START_BASELINE_COMMAND, SET_LIMITS_COMMAND,
+                     RULES_COMMAND)
+COMMANDS = (*OPERATOR_COMMANDS, *ENGINEER_COMMANDS)
 
 # Bounds of a request, checked before it costs the bridge anything (docs/design.md, "Bounds").
 MAX_REQUEST_BYTES = 16 * 1024    # the whole payload
@@ -38,6 +48,18 @@ MAX_HISTORY = 1000               # samples and violations in one history answer
 MAX_REASON_CHARS = 1000          # an acknowledgement's reason
 MAX_RESPONSE_BYTES = 1024 * 1024  # one answer; a larger history asks for a smaller limit
 INT64 = 2**63 - 1                # database ids are 64-bit
+MAX_EXCLUDED = 10_000            # samples excluded by one recalculate
+
+# Why a violation happened, required with every acknowledgement; the file's reason_codes replace these.
+DEFAULT_REASON_CODES = ("tool_wear", "material", "measurement_error", "operator", "method", "machine",
+                        "environment", "unknown")
+REASON_CODE = re.compile(r"[a-z0-9_]{1,64}")
+
+# The violation of a characteristic with expected_interval whose next reading is overdue: outside the
+# Nelson rules' 1-8 and the memory charts' own ids.
+MISSED_SAMPLE_RULE_ID = 100
+MISSED_SAMPLE_RULE_NAME = "Missed sample"
+MISSED_SAMPLE_SEVERITY = "WARNING"
 
 
 def request_topic(user: str, command: str) -> str:
@@ -127,7 +149,9 @@ class ViolationEvent(_Event):
 
 
 class AckEvent(_Event):
-    """``spc/<id>/ack``: a violation was acknowledged (the seed's ``ack_update``)."""
+    """``spc/<id>/ack``: a violation was acknowledged (the seed's ``ack_update``); ``ack_reason`` is
+    the comment, ``reason_code`` one of the bridge's reason codes, ``assignable_cause`` whether its
+    sample is proposed for exclusion at the next ``recalculate``."""
 
     violation_id: int
     characteristic_id: int
@@ -135,6 +159,8 @@ class AckEvent(_Event):
     ack_user: str | None
     ack_reason: str | None
     ack_time: str | None
+    reason_code: str | None = None
+    assignable_cause: bool = False
 
 
 class DispersionLimits(_Event):
@@ -157,8 +183,18 @@ class CapabilityIndices(_Event):
     lsl: float | None
 
 
+class LimitSetId(_Event):
+    """A limit set: its id, and its version among the characteristic's limit sets (1, 2, ...)."""
+
+    id: int
+    version: int
+
+
 class LimitsEvent(_Event):
     """``spc/<id>/limits`` (retained): the current limits; all null while in the baseline.
+
+    ``limit_set`` names the limit set in force; ``effective_from`` is the id of the first sample it
+    judged, null until one has been.
 
     ``reason``, in the baseline only: why the last baseline gave no limits (they would not be
     finite numbers) and where the new one starts; null otherwise.
@@ -178,19 +214,28 @@ class LimitsEvent(_Event):
     capability: CapabilityIndices | None = None
     reason: str | None = None
     statistic: Literal["value", "cusum", "ewma"] = "value"
+    limit_set: LimitSetId | None = None
+    effective_from: int | None = None
 
 
 class StatusEvent(_Event):
-    """``spc/<id>/status`` (retained): whether the characteristic's source is live.
+    """``spc/<id>/status`` (retained): where the characteristic stands (bridge.service.status).
 
     ``stale`` turns true when its Sparkplug edge node or device dies (NDEATH, DDEATH) or the
-    bridge's Sparkplug connection is lost, with ``stale_reason``; a new birth makes it false.
+    bridge's Sparkplug connection is lost, or when a sample is overdue (``expected_interval``), with
+    ``stale_reason``; a new birth, or the next reading, makes it false. ``in_control`` is that of
+    the last sample (null in the baseline), ``last_sample_at`` when it arrived.
     """
 
     characteristic_id: int
     stale: bool
     stale_reason: str | None
     timestamp: str
+    phase: Literal["baseline", "monitoring"]
+    in_control: bool | None = None
+    open_violations: int = 0
+    last_sample_at: str | None = None
+    cpk: float | None = None
 
 
 class ErrorEvent(_Event):
@@ -214,6 +259,62 @@ class AckRequest(BaseModel):
 
     violation_id: ViolationId | None = None
     violation_ids: list[ViolationId] | None = Field(None, max_length=MAX_ACK_IDS)
+    reason_code: str
+    reason: str = ""
+    assignable_cause: bool = False
+    transaction: Transaction | None = None
+
+
+CharacteristicId = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
+SampleId = Annotated[StrictInt, Field(ge=1, le=INT64)]
+Limit = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _WorkflowRequest(BaseModel):
+    """An engineer's change to one characteristic; ``reason`` says why, for the audit trail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    characteristic_id: CharacteristicId
+    reason: str
+    transaction: Transaction | None = None
+
+
+class RecalculateRequest(_WorkflowRequest):
+    """``.../recalculate``: the limits again from the current baseline without these samples; left
+    out, without the samples proposed by acknowledgements that marked an assignable cause."""
+
+    exclude_sample_ids: list[SampleId] | None = Field(None, max_length=MAX_EXCLUDED)
+
+
+class StartBaselineRequest(_WorkflowRequest):
+    """``.../start_baseline``: a new phase I; fixed limits are dropped, the next samples set them."""
+
+
+class SetLimitsRequest(_WorkflowRequest):
+    """``.../set_limits``: fix any of the limits (the others still come from the baseline)."""
+
+    center: Limit | None = None
+    ucl: Limit | None = None
+    lcl: Limit | None = None
+    sigma: Limit | None = None
+
+
+class RulesRequest(_WorkflowRequest):
+    """``.../rules``: the rules of the chart and of its dispersion chart (a preset name or a list)."""
+
+    rules: str | list[int | dict[str, Any]] | None = None
+    dispersion_rules: str | list[int | dict[str, Any]] | None = None
+
+
+class CharacteristicRequest(BaseModel):
+    """``.../characteristic``: create, update or retire a characteristic; ``characteristic`` has the
+    keys of a ``[[characteristic]]`` table of the file (for ``retire``, its ``id`` is enough)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["create", "update", "retire"]
+    characteristic: dict[str, Any]
     reason: str
     transaction: Transaction | None = None
 

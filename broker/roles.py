@@ -1,5 +1,5 @@
 """Who may do what, on both brokers: the one role table from which Mosquitto's acl_file and the embedded
-broker's ACL are both generated (README, "Users, roles and TLS")."""
+broker's ACL are both generated (README, "Security")."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from paho.mqtt.client import topic_matches_sub
 
 from bridge.contract import (
-    ANY_CHARACTERISTIC, ERRORS_TOPIC, HISTORY_COMMAND, REQUEST_ROOT, RESPONSE_ROOT, ROOT, STATE_TOPIC, ack_topic,
-    limits_topic, request_topic, sample_topic, status_topic, violation_topic,
+    ANY_CHARACTERISTIC, COMMANDS, ERRORS_TOPIC, HISTORY_COMMAND, OPERATOR_COMMANDS, RESPONSE_ROOT, ROOT, STATE_TOPIC,
+    ack_topic, limits_topic, request_topic, sample_topic, status_topic, violation_topic,
 )
 from bridge.sparkplug.topics import NAMESPACE, device_topic, id_problem, node_topic, state_topic
 
@@ -19,12 +19,19 @@ __all__ = ["EDGE_NODES", "GRANTS", "ROLES", "TOPICS", "USER", "Grant", "Rights",
 USER = "%u"  # stands for the user's own name, as in Mosquitto's ACL patterns
 _MAX_TOPIC_BYTES = 65535
 
-# What dashboards and operators read: every characteristic's events and the bridge's own state and errors.
+# What dashboards, operators and engineers read: every characteristic's events, the bridge's own state and errors,
+# and the answers to their own requests.
 _EVENTS = (
     *(topic(ANY_CHARACTERISTIC) for topic in (sample_topic, violation_topic, ack_topic, limits_topic, status_topic)),
     STATE_TOPIC, ERRORS_TOPIC,
 )
 _OWN_RESPONSES = f"{RESPONSE_ROOT}/{USER}/#"
+_READER = (*_EVENTS, _OWN_RESPONSES)
+
+
+def _requests(commands: Iterable[str]) -> tuple[str, ...]:
+    """The user's own request topic of each of `commands`, by name: a command added later is not granted."""
+    return tuple(request_topic(USER, command) for command in commands)
 
 
 def _acl_problem(text: str) -> str | None:
@@ -114,12 +121,18 @@ EDGE_NODES = Grant("edge_nodes", "--edge-node", "a GROUP/NODE it speaks for", _e
 
 @dataclass(frozen=True)
 class Role:
-    """The topic filters a role's users may publish on and read from (USER stands for the user's name), and
-    what each of its users is given by name, which adds to them."""
+    """The topic filters a role's users may publish on and read from (USER stands for the user's name), what
+    each of its users is given by name, which adds to them, and the commands the bridge carries out for them."""
 
     publish: tuple[str, ...]
     read: tuple[str, ...]
     grant: Grant | None = None
+    commands: tuple[str, ...] = ()
+
+
+def _commanding(commands: tuple[str, ...]) -> Role:
+    """A role whose users send these commands, as themselves, and read what dashboards read."""
+    return Role(publish=_requests(commands), read=_READER, commands=commands)
 
 
 ROLES: dict[str, Role] = {
@@ -133,9 +146,12 @@ ROLES: dict[str, Role] = {
     "bridge": Role(publish=(f"{ROOT}/#", node_topic("+", "NCMD", "+"), device_topic("+", "DCMD", "+", "+"),
                             state_topic(USER)), read=("#",)),
     # Read-only queries, answered on the dashboard's own response topic: the one thing it may publish.
-    "dashboard": Role(publish=(request_topic(USER, HISTORY_COMMAND),), read=(*_EVENTS, _OWN_RESPONSES)),
-    "operator": Role(publish=(f"{REQUEST_ROOT}/{USER}/#",), read=(*_EVENTS, _OWN_RESPONSES)),
-    "admin": Role(publish=("#",), read=("#",)),
+    "dashboard": _commanding((HISTORY_COMMAND,)),
+    # Acknowledgements and queries; the SPC workflow's commands (a characteristic, its limits and rules) are an
+    # engineer's, who may also do all an operator does.
+    "operator": _commanding(OPERATOR_COMMANDS),
+    "engineer": _commanding(COMMANDS),
+    "admin": Role(publish=("#",), read=("#",), commands=COMMANDS),
 }
 
 # Every kind of thing users are given by name, in the order of the role table.

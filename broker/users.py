@@ -50,7 +50,7 @@ _HEADERS = {
         "# Users of the spc-bridge brokers: name, role and, for a gauge, the topics it publishes on, for a\n"
         "# Sparkplug edge, the GROUP/NODE edge nodes it speaks for. Written by `spc-bridge user add/remove`, which\n"
         "# also writes the password and ACL files beside it; roles: gauge, edge, bridge, dashboard, operator,\n"
-        "# admin (README, \"Users, roles and TLS\"). No passwords here.\n"
+        "# engineer, admin (README, \"Security\"). No passwords here.\n"
     ),
     "mosquitto.passwd": (
         "# Mosquitto password_file, written by `spc-bridge user add/remove` (PBKDF2-SHA512, the $7$ format of\n"

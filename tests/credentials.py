@@ -24,6 +24,7 @@ ROLE_USERS = (
     User("gauge", "gauge", GAUGE_TOPICS),
     User("dashboard", "dashboard"),
     User("operator", "operator"),
+    User("engineer", "engineer"),
     User("edge", "edge", edge_nodes=EDGE_NODES),
 )
 

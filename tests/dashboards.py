@@ -28,6 +28,7 @@ from tests.processes import ChildProcess, bridge_process
 SHAFT, BORE = 1, 2
 SHAFT_TOPIC, BORE_TOPIC = "line/shaft", "line/bore"  # the gauge test user may publish on line/#
 # fixed limits: monitoring from the first reading
+REASON_CODE = "tool_wear"  # the reason code of the dashboards' acknowledgements
 SHAFT_CONFIG = f"""
 [[characteristic]]
 id = {SHAFT}
@@ -112,7 +113,8 @@ def acknowledge(broker: BrokerHandle, violation_id: int, reason: str, user: str 
     """Acknowledge a violation as ``user`` over MQTT request/response; the bridge's response."""
     with MqttProbe(broker, user=user) as operator:
         operator.subscribe(response_topic(user, ACK_COMMAND))
-        operator.publish(request_topic(user, ACK_COMMAND), json.dumps({"violation_id": violation_id, "reason": reason}))
+        operator.publish(request_topic(user, ACK_COMMAND), json.dumps({"violation_id": violation_id, "reason_code": REASON_CODE,
+                                                                 "reason": reason}))
         responses = operator.wait_for(response_topic(user, ACK_COMMAND), 1, timeout=WAIT)
         if not responses:
             raise TimeoutError(f"no response to the acknowledgement of violation {violation_id}")

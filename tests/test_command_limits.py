@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -26,6 +27,7 @@ from tests.stream import query, wait_until
 NORMAL_LATENCY_S = 2.0
 OPERATOR = "operator"
 DASHBOARD = "dashboard"
+ADMIN = "admin"  # the one role whose requests reach the bridge under any command name
 # (case, command, payload, what the error says, the transaction echoed: only one within bounds)
 BAD_REQUESTS: list[tuple[str, str, Any, str, int | None]] = [
     ("history nested 5,000 deep", HISTORY_COMMAND,
@@ -67,6 +69,7 @@ def no_traceback(bridge: ChildProcess) -> None:
     assert bridge.proc is not None and bridge.proc.poll() is None
 
 
+@pytest.mark.serial
 def test_bad_requests_get_their_reason_while_readings_flow(broker: BrokerHandle, database: str,
                                                           tmp_path: Path) -> None:
     """Each reproduced case is an error response to the asker, with its reason (its transaction echoed only
@@ -76,14 +79,13 @@ def test_bad_requests_get_their_reason_while_readings_flow(broker: BrokerHandle,
         with EventWatcher(broker, SHAFT) as watcher:
             gauge_readings(broker, SHAFT_TOPIC, 14.0)  # beyond the UCL: one violation to acknowledge
             violation = watcher.violations(1)[0]["violation_id"]
-        with PacedGauge(broker, SHAFT, SHAFT_TOPIC) as gauge, MqttProbe(broker, user=OPERATOR) as operator:
-            operator.subscribe(response_topic(OPERATOR, "#"))
+        with PacedGauge(broker, SHAFT, SHAFT_TOPIC) as gauge, MqttProbe(broker, user=ADMIN) as admin:
+            admin.subscribe(response_topic(ADMIN, "#"))
             for case, command, body, error, echo in BAD_REQUESTS:
-                operator.publish(request_topic(OPERATOR, command), encoded(body))
-                responses = operator.wait_for(response_topic(OPERATOR, command[:MAX_COMMAND_CHARS]), 1,
-                                              timeout=WAIT)
-                assert responses and len(operator.messages) == 1, f"{case}: {len(operator.messages)} responses"
-                operator.messages.clear()
+                admin.publish(request_topic(ADMIN, command), encoded(body))
+                responses = admin.wait_for(response_topic(ADMIN, command[:MAX_COMMAND_CHARS]), 1, timeout=WAIT)
+                assert responses and len(admin.messages) == 1, f"{case}: {len(admin.messages)} responses"
+                admin.messages.clear()
                 response = json.loads(responses[0].payload)
                 assert response["status"] == "error" and error in response["error"], (case, response)
                 assert response["transaction"] == echo and len(responses[0].payload) < 500, case
@@ -111,6 +113,7 @@ REFUSING_TRIGGER = {
 }
 
 
+@pytest.mark.serial
 def test_a_command_the_database_refuses_rolls_back_alone(embedded_broker: EmbeddedBrokerThread, database: str,
                                                          tmp_path: Path) -> None:
     """An acknowledgement that fails in the database (on PostgreSQL that aborts a transaction) is an error
@@ -197,6 +200,7 @@ def answer_despite_flood(broker: BrokerHandle) -> dict[str, Any]:
         return response
 
 
+@pytest.mark.serial
 def test_a_flood_of_history_requests_is_answered_busy_and_readings_keep_their_latency(
         broker: BrokerHandle, tmp_path: Path) -> None:
     """3,000 history requests (limit 1000) from one dashboard while a gauge publishes: the dashboard's

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.contract import COMMANDS
 from tests.brokers import EmbeddedBrokerThread, MqttProbe
 from tests.dashboards import BORE_TOPIC, CONFIG, SHAFT_TOPIC
 from tests.processes import ChildProcess, bridge_process
@@ -54,7 +55,8 @@ def test_acknowledge_a_violation(embedded_broker: EmbeddedBrokerThread, bridge: 
     with MqttProbe(embedded_broker, "tcp") as other:
         other.subscribe("spc/bridge/response/operator2/#")
         response, probe = ask(embedded_broker, "operator1", "ack",
-                              {"violation_id": 1, "reason": "Process adjusted", "transaction": 7},
+                              {"violation_id": 1, "reason_code": "machine", "reason": "Process adjusted",
+                               "transaction": 7},
                               also=["spc/1/ack"])
         with probe:
             assert response["status"] == "ok" and response["transaction"] == 7
@@ -62,7 +64,8 @@ def test_acknowledge_a_violation(embedded_broker: EmbeddedBrokerThread, bridge: 
             ack = json.loads(probe.wait_for("spc/1/ack", 1, timeout=10)[0].payload)
             assert ack == {"violation_id": 1, "characteristic_id": 1, "acknowledged": True,
                            "ack_user": "operator1", "ack_reason": "Process adjusted",
-                           "ack_time": response["data"]["ack_time"]}
+                           "ack_time": response["data"]["ack_time"], "reason_code": "machine",
+                           "assignable_cause": False}
         time.sleep(0.3)
         assert other.received("spc/bridge/response/operator2/ack") == []
     assert query(database, "select acknowledged, ack_user, ack_reason from violations where id = 1") == [
@@ -72,7 +75,8 @@ def test_acknowledge_a_violation(embedded_broker: EmbeddedBrokerThread, bridge: 
 def test_acknowledge_several_at_once(embedded_broker: EmbeddedBrokerThread, bridge: ChildProcess,
                                      database: str) -> None:
     """Violations of two characteristics in one request: one ack event on each topic."""
-    response, probe = ask(embedded_broker, "op", "ack", {"violation_ids": [2, 3], "reason": "Tool changed"},
+    response, probe = ask(embedded_broker, "op", "ack", {"violation_ids": [2, 3], "reason_code": "tool_wear",
+                                                        "reason": "Tool changed"},
                           also=["spc/1/ack", "spc/2/ack"])
     with probe:
         assert response["status"] == "ok" and response["data"]["violation_ids"] == [2, 3]
@@ -82,12 +86,12 @@ def test_acknowledge_several_at_once(embedded_broker: EmbeddedBrokerThread, brid
 
 
 @pytest.mark.parametrize(("body", "error"), [
-    ({"violation_id": 99, "reason": "x"}, "unknown violation(s) [99]"),
-    ({"violation_ids": [1, 99], "reason": "x"}, "unknown violation(s) [99]"),
-    ({"violation_id": 1, "reason": "   "}, "a reason is required"),
-    ({"violation_id": 1}, "reason: Field required"),
-    ({"violation_id": 1, "reason": "x", "ack_user": "boss"}, "ack_user: Extra inputs"),
-    ({"reason": "x"}, "give violation_id or violation_ids"),
+    ({"violation_id": 99, "reason_code": "unknown"}, "unknown violation(s) [99]"),
+    ({"violation_ids": [1, 99], "reason_code": "unknown"}, "unknown violation(s) [99]"),
+    ({"violation_id": 1, "reason_code": "gremlins"}, "unknown reason_code 'gremlins': use one of tool_wear, "),
+    ({"violation_id": 1, "reason": "x"}, "reason_code: Field required"),
+    ({"violation_id": 1, "reason_code": "unknown", "ack_user": "boss"}, "ack_user: Extra inputs"),
+    ({"reason_code": "unknown"}, "give violation_id or violation_ids"),
     (b"not json", "bad request"),
 ])
 def test_refused_acknowledgement_changes_nothing(embedded_broker: EmbeddedBrokerThread,
@@ -106,9 +110,9 @@ def test_refused_acknowledgement_changes_nothing(embedded_broker: EmbeddedBroker
 def test_already_acknowledged_is_refused(embedded_broker: EmbeddedBrokerThread, bridge: ChildProcess,
                                          database: str) -> None:
     """The second acknowledgement of a violation is an error and keeps the first one's user."""
-    first, probe = ask(embedded_broker, "alice", "ack", {"violation_id": 1, "reason": "ok"})
+    first, probe = ask(embedded_broker, "alice", "ack", {"violation_id": 1, "reason_code": "unknown"})
     probe.close()
-    second, probe = ask(embedded_broker, "bob", "ack", {"violation_id": 1, "reason": "mine"})
+    second, probe = ask(embedded_broker, "bob", "ack", {"violation_id": 1, "reason_code": "operator"})
     probe.close()
     assert first["status"] == "ok" and second["status"] == "error"
     assert "already acknowledged" in second["error"]
@@ -119,13 +123,14 @@ def test_unknown_command(embedded_broker: EmbeddedBrokerThread, bridge: ChildPro
     """A command the bridge does not know gets an error naming the known ones."""
     response, probe = ask(embedded_broker, "op", "reboot", {"now": True})
     probe.close()
-    assert response["status"] == "error" and "['ack', 'history']" in response["error"]
+    assert response["status"] == "error" and str(sorted(COMMANDS)) in response["error"]
 
 
+@pytest.mark.serial
 def test_history_and_open_violations_for_a_late_dashboard(
         embedded_broker: EmbeddedBrokerThread, bridge: ChildProcess) -> None:
     """Last N samples, violations, open violations and limits, in one answer, within a second."""
-    acked, probe = ask(embedded_broker, "op", "ack", {"violation_id": 1, "reason": "adjusted"})
+    acked, probe = ask(embedded_broker, "op", "ack", {"violation_id": 1, "reason_code": "machine", "reason": "adjusted"})
     probe.close()
     started = time.monotonic()
     response, probe = ask(embedded_broker, "dash1", "history",
@@ -147,7 +152,7 @@ def test_history_and_open_violations_for_a_late_dashboard(
 def test_acknowledgements_survive_a_restart(embedded_broker: EmbeddedBrokerThread,
                                             bridge: ChildProcess) -> None:
     """After a restart the history still shows who acknowledged what."""
-    acked, probe = ask(embedded_broker, "op", "ack", {"violation_id": 2, "reason": "checked"})
+    acked, probe = ask(embedded_broker, "op", "ack", {"violation_id": 2, "reason_code": "measurement_error", "reason": "checked"})
     probe.close()
     assert bridge.stop() == 0
     bridge.start()

@@ -18,7 +18,7 @@ from bridge.contract import sample_topic
 from tests.brokers import EmbeddedBrokerThread, MqttProbe
 from bridge.gateway.connections import MAX_SUBSCRIPTIONS
 from tests.dashboards import (
-    BORE, BORE_TOPIC, SHAFT, SHAFT_TOPIC, EventWatcher, GatewayProcess, SeedClient, acknowledge,
+    BORE, BORE_TOPIC, REASON_CODE, SHAFT, SHAFT_TOPIC, EventWatcher, GatewayProcess, SeedClient, acknowledge,
     gauge_readings, removals, rss_mib, start_bridge, wait_for_log,
 )
 from tests.processes import REPO, ChildProcess
@@ -87,7 +87,8 @@ def test_subscriber_gets_sample_violation_and_ack_update_of_its_characteristic_o
         assert SEED_ACK <= set(ack["payload"])
         assert ack["payload"] | {"ack_time": None} == {
             "violation_id": violation["payload"]["violation_id"], "characteristic_id": SHAFT,
-            "acknowledged": True, "ack_user": "operator", "ack_reason": "Process adjusted", "ack_time": None}
+            "acknowledged": True, "ack_user": "operator", "ack_reason": "Process adjusted", "ack_time": None,
+            "reason_code": REASON_CODE, "assignable_cause": False}
         assert [m["payload"]["characteristic_id"] for m in client.received if "payload" in m] == [SHAFT] * 4
 
     asyncio.run(scenario())

@@ -189,6 +189,7 @@ def broker_process(tmp_path: Path, role_users: Path, certificates: Certificates)
         broker.stop()
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("sources", [1, 100], ids=["one-address", "100-addresses"])
 def test_a_wrong_password_flood_neither_stalls_ingest_nor_gets_through(
         broker_process: EmbeddedBrokerProcess, sources: int) -> None:

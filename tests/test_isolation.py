@@ -200,8 +200,16 @@ def test_bridge_waits_for_an_unreachable_database(broker: BrokerHandle, database
     name = make_url(database).database
     with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        back = threading.Timer(3.0, admin.execute, (f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true',))
         bridge = bridge_process(tmp_path, broker.url("bridge"), database, write_config(tmp_path))
+
+        def allow_once_refused() -> None:
+            """Let the bridge in once it has said that it waits (however long its start takes)."""
+            deadline = time.monotonic() + 60
+            while "next attempt in" not in bridge.output() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+        back = threading.Thread(target=allow_once_refused)
         back.start()
         try:
             bridge.start()  # ready once connected to the broker, which comes after the database
@@ -216,6 +224,7 @@ def test_bridge_waits_for_an_unreachable_database(broker: BrokerHandle, database
             bridge.stop()
 
 
+@pytest.mark.serial
 def test_poison_amid_a_live_stream(broker: BrokerHandle, database: str, tmp_path: Path) -> None:
     """The real bridge: a gauge's messages that the database refuses, sent among another gauge's
     readings, are each rejected with the database's reason; every good reading is stored once and

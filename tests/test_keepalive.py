@@ -4,6 +4,7 @@ its keep-alive and publishes its last will (as the bridge's ``spc/bridge/state``
 import time
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.brokers import BrokerHandle, MqttProbe
@@ -12,6 +13,7 @@ from tests.credentials import password
 WILL_TOPIC = "line/keepalive/will"  # the gauge test user may publish on line/#
 
 
+@pytest.mark.serial
 def test_broker_drops_a_silent_client_and_publishes_its_will(broker: BrokerHandle) -> None:
     """Keep-alive 1 s, then silence (no PINGREQ): the will arrives within a few seconds (on the embedded broker
     thanks to broker/amqtt_fixes.py: amqtt 0.12.1 itself never drops a silent client)."""

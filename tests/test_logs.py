@@ -82,6 +82,7 @@ def test_the_count_of_suppressed_rejects_is_logged_when_the_window_ends(tmp_path
     assert lines[2].reason.startswith("3 more rejects on this topic were counted but not stored")
 
 
+@pytest.mark.serial
 def test_a_slow_batch_is_logged(embedded_broker: EmbeddedBrokerThread, tmp_path: Path) -> None:
     """A batch that waits over a second for the database (another writer holds SQLite's lock) is a WARNING with its
     size and duration."""

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from bridge.contract import LimitsEvent
@@ -52,6 +53,7 @@ POISON = [
 LATENCY_S = 2.0  # a good reading's sample event after its publication; a stall is forever
 
 
+@pytest.mark.serial
 def test_poison_messages_are_rejected_while_good_readings_go_on(
         broker: BrokerHandle, database: str, tmp_path: Path) -> None:
     """Good, poison, good, ...: one reject per poison with its reason, in the table and on

@@ -74,7 +74,7 @@ def test_replacing_a_user_changes_its_role_rights_and_password(tmp_path: Path) -
     assert directory.add(User("pat", "dashboard"), SECRET) is False
     assert directory.add(User("pat", "operator"), "another password") is True
     assert directory.load() == [User("pat", "operator")]
-    assert "topic write spc/bridge/request/pat/#" in directory.mosquitto_acl.read_text()
+    assert "topic write spc/bridge/request/pat/ack\n" in directory.mosquitto_acl.read_text()
     stored = directory.mosquitto_passwords.read_text().splitlines()[-1].split(":", 1)[1]
     assert mosquitto_verifies(stored, "another password")
 

@@ -25,6 +25,7 @@ from bridge.service.listener import SPARKPLUG
 from bridge.service.messages import Inbound
 from bridge.service.registry import Characteristic
 from bridge.service.sparkplug_decoder import Binding, SparkplugDecoder
+from bridge.service.status import StatusBoard
 from bridge.sparkplug.host import MetricKey, SparkplugHost
 from bridge.sparkplug.payload import BDSEQ, DataType, Metric, PayloadError, encode_payload
 from bridge.sparkplug.topics import MESSAGE_TYPES, device_topic, node_topic
@@ -233,7 +234,7 @@ def _sparkplug_decoder() -> SparkplugDecoder:
         n_key = None if source.n_metric is None else MetricKey(source.group_id, source.edge_node_id,
                                                                source.device_id, source.n_metric)
         bindings.append(Binding(_characteristic(config), key, n_key))
-    return SparkplugDecoder(SparkplugHost(reorder_timeout_s=0.5), bindings)
+    return SparkplugDecoder(SparkplugHost(reorder_timeout_s=0.5), bindings, StatusBoard())
 
 
 def _inbound(topic: str, payload: bytes) -> Inbound:

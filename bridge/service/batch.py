@@ -13,11 +13,13 @@ from typing import Any, NamedTuple
 from pydantic_core import to_json
 from sqlalchemy.engine import Connection
 
+from bridge.contract import LimitSetId, LimitsEvent
 from bridge.service import events
 from bridge.service.messages import Event, Inbound
 from bridge.service.registry import Characteristic
 from bridge.spc import ChartSpec
-from bridge.store import queries
+from bridge.store import limit_sets, queries
+from bridge.store.limit_sets import LimitSetRef
 from bridge.store.schema import readings, rejects
 
 
@@ -28,14 +30,16 @@ def json_text(value: Any) -> str:
 
 
 class Ids(NamedTuple):
-    """Database ids of a batch's samples (by characteristic and idx) and violations (by position)."""
+    """Database ids of a batch's samples (by characteristic and idx), violations and new limit sets (by
+    position)."""
 
     samples: dict[tuple[int, int], int]
     violations: list[int]
     violation_rows: list[dict[str, Any]]
+    limit_sets: list[LimitSetRef]
 
 
-NO_IDS = Ids({}, [], [])
+NO_IDS = Ids({}, [], [], [])
 
 
 class SampleEvent(NamedTuple):
@@ -53,19 +57,39 @@ class ViolationEvent(NamedTuple):
     position: int
 
 
+class NewLimitSet(NamedTuple):
+    """A limit set the batch's samples made (a baseline completed): its row, stored with the samples,
+    whose first (characteristic, idx), if known, gives its ``effective_from``."""
+
+    ch: Characteristic
+    row: dict[str, Any]
+    first: tuple[int, int] | None
+
+
+class LimitsEventOf(NamedTuple):
+    """``spc/<id>/limits`` of the batch's ``position``-th new limit set, which names it."""
+
+    event: LimitsEvent
+    position: int
+
+
 class Pending(NamedTuple):
     """An event of the batch in publication order; its payload, or what builds it from the ids."""
 
     topic: str
     retain: bool
-    body: str | SampleEvent | ViolationEvent
+    body: str | SampleEvent | ViolationEvent | LimitsEventOf
 
 
-def _payload(body: str | SampleEvent | ViolationEvent, ids: Ids) -> str:
+def _payload(body: str | SampleEvent | ViolationEvent | LimitsEventOf, ids: Ids) -> str:
     if isinstance(body, str):
         return body
     if isinstance(body, SampleEvent):
         return events.sample_event(ids.samples[body.key], body.row, body.spec, body.seq)
+    if isinstance(body, LimitsEventOf):
+        ref = ids.limit_sets[body.position]
+        return body.event.model_copy(update={"limit_set": LimitSetId(id=ref.id, version=ref.version),
+                                             "effective_from": ref.effective_from}).model_dump_json()
     return events.violation_event(ids.violations[body.position], ids.violation_rows[body.position])
 
 
@@ -81,6 +105,9 @@ class Batch:
         self.rejects: list[dict[str, Any]] = []
         self.deliveries: dict[int, dict[str, Any]] = {}  # by packet id
         self.requests: list[tuple[Inbound, str, str]] = []  # (message, user, command)
+        self.limit_sets: list[NewLimitSet] = []
+        # by characteristic: the first sample judged by the limit set that a command made in an earlier batch
+        self.first_samples: dict[int, tuple[Characteristic, tuple[int, int]]] = {}
         self.pending: list[Pending] = []
         self.now = time.monotonic()
         self.full: Counter[str] = Counter()  # rejects kept in full, by budget (RejectLimiter)
@@ -89,6 +116,8 @@ class Batch:
         self.messages = 0  # ingest messages processed (not commands, not resends of a delivery)
         self.commands = 0  # messages on the request topics
         self.acknowledged = 0  # violations acknowledged by the batch's commands
+        self.ack_characteristics: list[int] = []  # the characteristics of those violations
+        self.judged_samples: list[tuple[Characteristic, bool | None, str]] = []  # (ch, in_control, received at)
 
     def event(self, topic: str, payload: str, retain: bool = False) -> None:
         """Add an event whose payload is complete."""
@@ -104,6 +133,11 @@ class Batch:
         self.sample_at[key] = len(self.samples)
         self.samples.append(row)
         self.pending.append(Pending(topic, False, SampleEvent(key, dict(row), spec, seq)))
+
+    def limit_set(self, topic: str, new: NewLimitSet, event: LimitsEvent) -> None:
+        """Add a new limit set and its limits event."""
+        self.pending.append(Pending(topic, True, LimitsEventOf(event, len(self.limit_sets))))
+        self.limit_sets.append(new)
 
     def violation(self, topic: str, characteristic_id: int, idx: int, violation: Any) -> None:
         """Add a violation of sample ``idx`` and its event."""
@@ -125,7 +159,21 @@ def write_measurements(conn: Connection, batch: Batch) -> Ids:
         {"characteristic_id": cid, "sample_id": sample_ids[(cid, idx)], "rule_id": v.rule_id,
          "rule_name": v.rule_name, "severity": v.severity, "chart": v.chart, "acknowledged": False}
         for cid, idx, v in batch.violations]
-    return Ids(sample_ids, queries.insert_violations(conn, violation_rows), violation_rows)
+    return Ids(sample_ids, queries.insert_violations(conn, violation_rows), violation_rows,
+               write_limit_sets(conn, batch, sample_ids))
+
+
+def write_limit_sets(conn: Connection, batch: Batch, sample_ids: dict[tuple[int, int], int]) -> list[LimitSetRef]:
+    """Insert the batch's new limit sets, each effective from its first sample; they are now in force."""
+    if not batch.limit_sets:
+        return []
+    rows = [{**new.row, "effective_from": sample_ids.get(new.first) if new.first is not None else None}
+            for new in batch.limit_sets]
+    refs = limit_sets.insert_many(conn, rows)
+    for new, ref in zip(batch.limit_sets, refs):
+        if new.ch.limit_set is not None and new.ch.limit_set.version == ref.version:
+            new.ch.limit_set = ref
+    return refs
 
 
 def write_records(conn: Connection, batch: Batch, touched: Iterable[Characteristic]) -> None:

@@ -1,10 +1,12 @@
-"""Requests from operators and dashboards: acknowledge violations, ask for history.
+"""Requests from operators, engineers and dashboards: acknowledge violations, ask for history, and
+the engineers' workflow commands (bridge.service.workflow).
 
 A request arrives on ``spc/bridge/request/<user>/<command>``; the user is the one the broker's ACL
 let publish there (never a field of the payload). The answer goes to
 ``spc/bridge/response/<user>/<command>`` only: ``{"status": "ok", "data": {...}}``,
 ``{"status": "error", "error": "..."}`` or ``{"status": "busy", "error": "..."}``, with the
-request's ``transaction`` echoed. A refused request changes nothing.
+request's ``transaction`` echoed. A refused request changes nothing. Given the users
+(bridge.service.roles), the bridge also refuses a command the sender's role does not allow.
 
 What a client controls is bounded before it costs anything (the ``MAX_*`` of bridge.contract):
 payload size, nesting, command name, transaction, ids. A batch gives commands a bounded share
@@ -23,7 +25,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -34,11 +35,12 @@ from bridge.contract import (
     response_topic,
 )
 from bridge.jsondepth import deeper_than
-from bridge.service import events
+from bridge.service import events, workflow
 from bridge.service.budget import Budget
 from bridge.service.command_context import CommandContext
+from bridge.service.command_errors import CommandError, parse
 from bridge.service.messages import Event
-from bridge.store import queries
+from bridge.store import audit, limit_sets, queries
 from bridge.store.schema import TOPIC_CHARS, USER_CHARS
 
 log = logging.getLogger(__name__)
@@ -51,13 +53,7 @@ MAX_USER_CHARS = USER_CHARS
 RETAINED_IGNORED = ("retained command ignored: a request is carried out when it is sent, never "
                     "replayed; publish requests without the retain flag")
 
-_TRANSACTION_RULE = (f"transaction: must be a string of at most {MAX_TRANSACTION_CHARS} characters "
-                     "or a 64-bit integer")
-
-
-
-class CommandError(ValueError):
-    """A request that cannot be carried out; the message is sent back to its user."""
+MAX_LIMIT_SETS = 100  # limit sets in one history answer
 
 
 class Outcome(NamedTuple):
@@ -100,14 +96,16 @@ def _screen(payload: bytes) -> None:
                            "send a flat JSON object")
 
 
-def _command(user: str, command: str) -> Callable[..., tuple[dict[str, Any], list[Event]]]:
-    """The function that carries out ``command``, if it exists and ``user`` may be recorded."""
+def _command(user: str, command: str, context: CommandContext) -> Callable[..., tuple[dict[str, Any], list[Event]]]:
+    """The function that carries out ``command``, if it exists and ``user`` may be recorded and send it."""
     run = _COMMANDS.get(command) if len(command) <= MAX_COMMAND_CHARS else None
     if run is None:
         shown = command if len(command) <= MAX_COMMAND_CHARS else f"{command[:MAX_COMMAND_CHARS]}..."
         raise CommandError(f"unknown command {shown!r}: use one of {sorted(_COMMANDS)}")
     if len(user) > MAX_USER_CHARS:
         raise CommandError(f"the user name is longer than {MAX_USER_CHARS} characters")
+    if not context.permits(user, command):
+        raise CommandError(f"{user} may not send {command}: its role does not allow it")
     return run
 
 
@@ -125,29 +123,19 @@ def _transaction(payload: bytes) -> str | int | None:
     return None
 
 
-def _request(model: type[AckRequest] | type[HistoryRequest], payload: bytes) -> Any:
-    try:
-        return model.model_validate_json(payload)
-    except ValidationError as error:
-        problems = dict.fromkeys(
-            _TRANSACTION_RULE if e["loc"][:1] == ("transaction",)  # one line, not one per type of the union
-            else f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}"
-            for e in error.errors(include_url=False))
-        raise CommandError(f"bad request: {'; '.join(problems)}") from None
-
-
 def _acknowledge(conn: Connection, user: str, payload: bytes, now: str,
                  context: CommandContext) -> tuple[dict[str, Any], list[Event]]:
-    request = _request(AckRequest, payload)
+    request = parse(AckRequest, payload)
     ids = sorted({*([request.violation_id] if request.violation_id is not None else []),
                   *(request.violation_ids or [])})
     if not ids:
         raise CommandError("give violation_id or violation_ids")
     if len(ids) > MAX_ACK_IDS:
         raise CommandError(f"{len(ids)} violations in one request; acknowledge at most {MAX_ACK_IDS} at a time")
+    if request.reason_code not in context.reason_codes:
+        raise CommandError(f"unknown reason_code {request.reason_code[:64]!r}: use one of "
+                           f"{', '.join(context.reason_codes)}")
     reason = request.reason.strip()
-    if not reason:
-        raise CommandError("a reason is required")
     if len(reason) > MAX_REASON_CHARS:
         raise CommandError(f"the reason is longer than {MAX_REASON_CHARS} characters")
     found = queries.violations_by_id(conn, ids)
@@ -157,39 +145,51 @@ def _acknowledge(conn: Connection, user: str, payload: bytes, now: str,
     done = sorted(i for i, row in found.items() if row.acknowledged)
     if done:
         raise CommandError(f"violation(s) {done} already acknowledged")
-    rows = queries.acknowledge(conn, ids, user, reason, now)
+    rows = queries.acknowledge(conn, ids, user, reason, now, request.reason_code, request.assignable_cause)
+    audit.append(conn, [audit.entry(now, user, "violation.ack", row.characteristic_id,
+                                    {"violation_id": row.id, "acknowledged": False},
+                                    {"violation_id": row.id, "acknowledged": True, "reason_code": row.reason_code,
+                                     "assignable_cause": row.assignable_cause, "sample_id": row.sample_id},
+                                    reason or row.reason_code) for row in rows])
     out = [Event(ack_topic(row.characteristic_id), events.ack_event(row._mapping), False) for row in rows]
-    return {"violation_ids": [row.id for row in rows], "ack_user": user, "ack_time": now}, out
+    return {"violation_ids": [row.id for row in rows], "ack_user": user, "ack_time": now,
+            "reason_code": request.reason_code, "assignable_cause": request.assignable_cause}, out
 
 
 def _history(conn: Connection, user: str, payload: bytes, now: str,
              context: CommandContext) -> tuple[dict[str, Any], list[Event]]:
-    request = _request(HistoryRequest, payload)
+    request = parse(HistoryRequest, payload)
     cid = request.characteristic_id
-    evaluator = context.evaluator(cid)
-    if evaluator is None:
+    ch = context.characteristic(cid)
+    if ch is None:
         raise CommandError(f"no characteristic {cid}")
+    evaluator = ch.assembler.evaluator
     if not 1 <= request.limit <= MAX_HISTORY:
         raise CommandError(f"limit must be 1..{MAX_HISTORY}")
-    samples = [json.loads(events.sample_event(row.id, row._mapping, evaluator.spec, None))
+    samples = [{**json.loads(events.sample_event(row.id, row._mapping, evaluator.spec, None)),
+                "limit_set": row.limit_set}
                for row in queries.recent_samples(conn, cid, request.limit)]
 
     def violation_list(open_only: bool) -> list[Any]:
         return [json.loads(events.violation_event(row.id, row._mapping))
                 for row in queries.recent_violations(conn, cid, request.limit, open_only)]
 
+    first = evaluator.baseline_start
     return {
         "characteristic_id": cid,
-        "limits": json.loads(events.limits_event(cid, evaluator)),
+        "limits": json.loads(events.limits_event(cid, evaluator, ch.limit_set)),
+        "limit_sets": limit_sets.recent(conn, cid, MAX_LIMIT_SETS),
         "samples": samples,
         "violations": violation_list(False),
         "open_violations": violation_list(True),
+        "proposed_sample_ids": queries.proposed_samples(conn, cid, first, first + len(evaluator.baseline)),
     }, []
 
 
 _COMMANDS: dict[str, Callable[..., tuple[dict[str, Any], list[Event]]]] = {
     ACK_COMMAND: _acknowledge,
     HISTORY_COMMAND: _history,
+    **workflow.COMMANDS,
 }
 
 
@@ -231,7 +231,7 @@ def handle(conn: Connection, user: str, command: str, payload: bytes, now: str,
     transaction = _transaction(payload)
     mark = context.mark()
     try:
-        run = _command(user, command)
+        run = _command(user, command, context)
         with _savepoint(conn):
             data, out = run(conn, user, payload, now, context)
             text = CommandResponse(status="ok", data=data, transaction=transaction).model_dump_json()

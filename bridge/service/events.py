@@ -7,9 +7,10 @@ from typing import Any
 from pydantic_core import to_json
 
 from bridge.contract import (
-    AckEvent, CapabilityIndices, DispersionLimits, ErrorEvent, LimitsEvent, StatusEvent,
+    AckEvent, CapabilityIndices, DispersionLimits, ErrorEvent, LimitSetId, LimitsEvent,
 )
 from bridge.spc import ChartSpec, Evaluator
+from bridge.store.limit_sets import LimitSetRef
 
 # the name of the dispersion statistic in a sample event, by dispersion chart
 _SPREAD_FIELD = {"mr": "mr", "r": "range", "s": "s"}
@@ -61,16 +62,22 @@ def ack_event(row: Mapping[str, Any]) -> str:
     return AckEvent(
         violation_id=row["id"], characteristic_id=row["characteristic_id"],
         acknowledged=row["acknowledged"], ack_user=row["ack_user"], ack_reason=row["ack_reason"],
-        ack_time=row["ack_time"],
+        ack_time=row["ack_time"], reason_code=row["reason_code"], assignable_cause=bool(row["assignable_cause"]),
     ).model_dump_json()
 
 
-def limits_event(characteristic_id: int, evaluator: Evaluator) -> str:
+def limits_event(characteristic_id: int, evaluator: Evaluator, limit_set: LimitSetRef | None = None) -> str:
+    """``spc/<id>/limits`` as JSON text (:func:`limits_model`)."""
+    return limits_model(characteristic_id, evaluator, limit_set).model_dump_json()
+
+
+def limits_model(characteristic_id: int, evaluator: Evaluator, limit_set: LimitSetRef | None = None) -> LimitsEvent:
     """``spc/<id>/limits``: the current limits at the nominal n (nulls during the baseline).
 
     ``sigma`` is the 1-sigma zone width of the plotted statistic at the nominal n (above the
     centre line where the limits are asymmetric; a CUSUM's sigma of x, an EWMA's asymptotic sigma
-    of z). ``reason`` says why a baseline gave no limits; ``statistic`` what to plot.
+    of z). ``reason`` says why a baseline gave no limits; ``statistic`` what to plot; ``limit_set``
+    which limit set this is, and ``effective_from`` its first sample.
     """
     spec = evaluator.spec
     limits = evaluator.limits()
@@ -92,7 +99,9 @@ def limits_event(characteristic_id: int, evaluator: Evaluator) -> str:
         center=center, ucl=ucl, lcl=lcl, sigma=sigma, n=spec.subgroup_size,
         dispersion=dispersion, capability=capability, reason=evaluator.baseline_error,
         statistic=spec.memory.statistic if spec.memory is not None else "value",  # type: ignore[arg-type]
-    ).model_dump_json()
+        limit_set=LimitSetId(id=limit_set.id, version=limit_set.version) if limit_set is not None else None,
+        effective_from=limit_set.effective_from if limit_set is not None else None,
+    )
 
 
 def payload_text(payload: bytes, chars: int) -> str:
@@ -109,9 +118,3 @@ def error_event(topic: str, reason: str, payload: bytes, received_at: str) -> st
     text = payload_text(payload, ERROR_PAYLOAD_CHARS)
     return ErrorEvent(topic=topic, reason=reason, payload=text,
                       received_at=received_at).model_dump_json()
-
-
-def status_event(characteristic_id: int, stale_reason: str | None, timestamp: str) -> str:
-    """``spc/<id>/status``: stale with its reason, or live (``stale_reason`` None)."""
-    return StatusEvent(characteristic_id=characteristic_id, stale=stale_reason is not None,
-                       stale_reason=stale_reason, timestamp=timestamp).model_dump_json()

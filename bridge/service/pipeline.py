@@ -12,21 +12,27 @@ bridge.service.decoders), resends (bridge.service.resends), the batch and its wr
 the outbox (bridge.service.outbox); this class runs them in order.
 """
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
+from paho.mqtt.client import topic_matches_sub
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.assemble import Assembler, Sample
 from bridge.config import CharacteristicConfig, Characteristics, SparkplugSource
-from bridge.contract import REQUEST_FILTER, is_ack_topic, limits_topic, sample_topic, violation_topic
+from bridge.contract import (
+    MISSED_SAMPLE_RULE_ID, MISSED_SAMPLE_RULE_NAME, MISSED_SAMPLE_SEVERITY, REQUEST_FILTER, is_ack_topic,
+    limits_topic, sample_topic, violation_topic,
+)
 from bridge.fieldpaths import FieldPaths
 from bridge.ingest import IngestError, iso_utc
 from bridge.service import batch as writer
-from bridge.service import commands, events, rejects, subscriptions
-from bridge.service.batch import NO_IDS, Batch
-from bridge.service.command_context import CommandContext
+from bridge.service import catalog, commands, events, rejects, subscriptions
+from bridge.service.batch import NO_IDS, Batch, NewLimitSet
+from bridge.service.command_context import Cause, CommandContext
 from bridge.service.decoders import Decoded, JsonDecoder, PathDecoder
 from bridge.service.idempotency import describe_key
 from bridge.service.isolation import Processed, isolate
@@ -35,26 +41,40 @@ from bridge.service.listener import (
     UNKNOWN_TOPIC, NoListener, PipelineListener,
 )
 from bridge.service.messages import Event, Inbound, Outgoing
+from bridge.service.missed import MissedSamples
 from bridge.service.outbox import Outbox
 from bridge.service.registry import Characteristic, Registry
 from bridge.service.reject_limits import RejectLimiter
 from bridge.service.resends import Resends
 from bridge.service.router import Router
 from bridge.service.sparkplug_decoder import Binding, SparkplugDecoder
+from bridge.service.status import MISSED, StatusBoard
 from bridge.sparkplug.host import MetricKey, SparkplugHost
 from bridge.sparkplug.topics import NAMESPACE, device_topic, node_topic
-from bridge.spc import MONITORING, Evaluation
-from bridge.store import queries
+from bridge.spc import MONITORING, Evaluation, Evaluator
+from bridge.store import limit_sets, queries
+from bridge.store.limit_sets import LimitSetRef
 
+log = logging.getLogger(__name__)
 START_CHUNK = 500  # characteristics set up at a time
+ENGINE = "bridge"  # the audit trail's user for what the engine does by itself (a baseline completes)
 
 
-def _verdict(ev: Evaluation) -> dict[str, object]:
+def _verdict(ev: Evaluation, limit_set: int) -> dict[str, object]:
     """What the engine said of a sample, by the samples table's columns (queries.VERDICT_COLUMNS)."""
     return {"zone": ev.zone, "in_control": ev.in_control,
             "ucl": ev.limits.ucl if ev.limits is not None else None,
             "lcl": ev.limits.lcl if ev.limits is not None else None,
-            "cusum_upper": ev.cusum_upper, "cusum_lower": ev.cusum_lower, "ewma": ev.ewma}
+            "cusum_upper": ev.cusum_upper, "cusum_lower": ev.cusum_lower, "ewma": ev.ewma,
+            "limit_set": limit_set}
+
+
+def _engine_cause(evaluator: Evaluator) -> Cause:
+    """Who made a limit set the engine set by itself, and why."""
+    if evaluator.phase == MONITORING:
+        stop = evaluator.baseline_start + len(evaluator.baseline) - 1
+        return Cause("baseline", ENGINE, f"baseline of samples {evaluator.baseline_start}..{stop} complete")
+    return Cause("baseline", ENGINE, evaluator.baseline_error or "baseline started")
 
 
 def _source_topic(config: CharacteristicConfig) -> str:
@@ -80,14 +100,18 @@ class Pipeline:
 
     def __init__(self, engine: Engine, bridge: str, configs: Sequence[CharacteristicConfig],
                  max_payload: int = 65536, capability_interval: float = 10.0,
-                 reorder_timeout_s: float = 2.0) -> None:
+                 reorder_timeout_s: float = 2.0, source: str = "configuration",
+                 permits: Callable[[str, str], bool] | None = None) -> None:
         self.engine = engine
         self.bridge = bridge
         self.max_payload = max_payload
         self.capability_interval = capability_interval
         self.reorder_timeout_s = reorder_timeout_s
-        self._configs = list(configs)  # until start(): the pipeline keeps only what runs
-        self.ingest_roots = configs.ingest_roots if isinstance(configs, Characteristics) else ()
+        self._configs = configs if isinstance(configs, Characteristics) else Characteristics(configs)
+        self.source = source  # the file the configs come from (the audit trail's user: file:<source>)
+        self.permits = permits  # whether a user may send a command (bridge.service.roles); None: the broker decides
+        self.reason_codes: tuple[str, ...] = ()
+        self.ingest_roots = self._configs.ingest_roots
         self.by_id: Registry = {}
         self.router = Router()
         self.sparkplug: SparkplugDecoder | None = None  # with characteristics fed by Sparkplug metrics
@@ -99,6 +123,9 @@ class Pipeline:
         self.reject_limits = RejectLimiter()
         self.listener: PipelineListener = NoListener()  # told what each commit did (metrics)
         self._stale: dict[int, Characteristic] = {}  # touched by a failed batch: reload before use
+        self._shared: dict[str, list[tuple[Characteristic, FieldPaths]]] = {}  # topics of vendor JSON
+        self.status = StatusBoard()
+        self.missed = MissedSamples()
         self.stale_filters: list[str] = []  # subscriptions a resumed session may hold: to unsubscribe
         self.subscription_changes: list[tuple[list[str], list[str]]] = []  # asked by commands: to make
 
@@ -133,50 +160,142 @@ class Pipeline:
     def start(self) -> list[Outgoing]:
         """Load the characteristics and their saved state (the tables exist: queries.create_tables)
         and find the stale subscriptions; return every unconfirmed event."""
-        configs, self._configs = self._configs, []
-        configs.reverse()
-        shared: dict[str, list[tuple[Characteristic, FieldPaths]]] = {}
         bindings: list[Binding] = []
         with self.engine.begin() as conn:
             # 0.1 subscribed to each characteristic's topic; later versions record their filters
             earlier = queries.characteristic_topics(conn)
+            imported = catalog.apply_file(conn, self._configs, self.source, iso_utc(datetime.now(timezone.utc)),
+                                          _source_topic)
+            self._configs = Characteristics()
+            log.info("%s", catalog.summary(imported, self.source))
+            configs = imported.active
+            configs.reverse()
+            self.reason_codes = catalog.reason_codes(conn)
             saved = queries.load_states(conn)
+            current = limit_sets.current(conn)
+            import_cause = Cause("import", f"file:{self.source}", f"imported from {self.source}")
             pending = self.outbox.load(conn)
             self.resends.load(conn)
             self.listener.on_violations(queries.open_violations(conn), 0)
+            open_counts = queries.open_violations_by_characteristic(conn)
             # A chunk at a time, each configuration dropped once its characteristic runs: the
             # run-time objects reuse the configurations' memory instead of adding to it.
             while configs:
                 chunk = [configs.pop() for _ in range(min(START_CHUNK, len(configs)))]
-                queries.sync_characteristics(conn, [
-                    {"id": c.id, "name": c.name, "topic": _source_topic(c), "chart": c.chart,
-                     "config": c.model_dump_json()} for c in chunk])
                 work = Batch()
+                restated: list[Characteristic] = []
                 for config in chunk:
                     state, waiting = saved.pop(config.id, (None, None))
+                    if config.id in imported.reshaped:
+                        state, waiting = None, None
                     spec = config.chart_spec()
-                    ch = Characteristic(config.id, spec, Assembler(spec, state, waiting))
+                    ch = Characteristic(config.id, spec, Assembler(spec, state, waiting), limit_set=current.get(config.id))
                     self.by_id[config.id] = ch
-                    paths = config.field_paths()
+                    cause = None
+                    if ch.limit_set is None or config.id in imported.changed:
+                        cause = import_cause
+                        if state is not None and config.id not in imported.reshaped:
+                            self._reestablish(ch)
+                            restated.append(ch)
+                    ch.published_limits = -1 if cause is not None else ch.assembler.evaluator.limits_version
                     if config.sparkplug is not None:
                         bindings.append(_binding(ch, config.sparkplug))
-                    elif paths is None:
-                        self.router.add_topic(_source_topic(config), JsonDecoder(ch, self.max_payload))
                     else:
-                        shared.setdefault(_source_topic(config), []).append((ch, paths))
+                        self._route(ch, config, False)
+                    self.missed.watch(ch, config.expected_interval, config.interval_tolerance or 0.0)
                     # limits are retained: republish them on every start, a broker may have lost them
-                    self._limits(work, ch)
+                    self._limits(conn, work, ch, cause)
                 del chunk
-                pending += self.outbox.write(conn, work.events(NO_IDS))
-            for topic, selections in shared.items():
+                writer.write_records(conn, work, restated)
+                pending += self.outbox.write(conn, work.events(NO_IDS._replace(
+                    limit_sets=writer.write_limit_sets(conn, work, {}))))
+            for topic, selections in self._shared.items():
                 self.router.add_topic(topic, PathDecoder(selections, self.max_payload))
+            self.status.open_violations(open_counts, self.by_id.values())
             if bindings:
-                self.sparkplug = SparkplugDecoder(SparkplugHost(self.reorder_timeout_s), bindings)
+                self.sparkplug = SparkplugDecoder(SparkplugHost(self.reorder_timeout_s), bindings, self.status)
                 self.router.add_root(NAMESPACE, self.sparkplug)
                 pending += self.outbox.write(conn, self.sparkplug.unborn())  # a retained "live" may be old
             earlier |= queries.replace_subscriptions(conn, self.bridge, self.topics)
             self.stale_filters = sorted(earlier - set(self.topics))
             return pending
+
+    # ------------------------------------------- characteristics created, changed, retired by command
+    def _route(self, ch: Characteristic, config: CharacteristicConfig, now: bool = True) -> None:
+        """Send the readings on ``config``'s topic to ``ch``; a topic of vendor JSON, shared, gets its
+        decoder ``now`` or, at start, once every characteristic on it is known."""
+        topic = ch.topic = _source_topic(config)
+        paths = config.field_paths()
+        if paths is None:
+            self.router.add_topic(topic, JsonDecoder(ch, self.max_payload))
+            return
+        sharing = [pair for pair in self._shared.get(topic, []) if pair[0].id != ch.id]
+        self._shared[topic] = sharing + [(ch, paths)]
+        if now:
+            self.router.add_topic(topic, PathDecoder(self._shared[topic], self.max_payload))
+
+    def _unroute(self, ch: Characteristic) -> None:
+        """Send nothing more to ``ch``."""
+        topic = ch.topic
+        if topic is None:
+            return
+        sharing = [pair for pair in self._shared.pop(topic, []) if pair[0].id != ch.id]
+        if sharing:
+            self._shared[topic] = sharing
+            self.router.add_topic(topic, PathDecoder(sharing, self.max_payload))
+        else:
+            self.router.remove_topic(topic)
+
+    def route_problem(self, config: CharacteristicConfig, replacing: int | None) -> str | None:
+        """Why ``config`` cannot take its topic beside the running characteristics (``replacing``: the
+        id it replaces), or None."""
+        if config.sparkplug is not None:
+            return "sparkplug: a characteristic fed by a Sparkplug metric is created and changed through the file"
+        topic = _source_topic(config)
+        others = [ch.id for ch, _ in self._shared.get(topic, []) if ch.id != replacing]
+        decoder = self.router.route(topic)
+        if isinstance(decoder, JsonDecoder) and decoder.characteristic.id != replacing:
+            others.append(decoder.characteristic.id)
+        if others and (config.value_path is None or isinstance(decoder, JsonDecoder)):
+            return (f"topic: {topic!r} is already the topic of characteristic {others[0]}; characteristics share "
+                    "a topic only when each selects its reading with value_path")
+        if self.ingest_roots and sum(topic_matches_sub(root, topic) for root in self.ingest_roots) != 1:
+            return f"topic: {topic!r} is not under exactly one of the ingest roots {list(self.ingest_roots)}"
+        return None
+
+    def filters_after(self, added: str | None, leaving: Characteristic | None) -> list[str]:
+        """The filters to subscribe to once topic ``added`` routes and ``leaving`` is no longer fed."""
+        if self.ingest_roots:
+            return self.topics
+        topics = set(self.router.topics)
+        if leaving is not None and leaving.topic is not None and not any(
+                ch.id != leaving.id for ch, _ in self._shared.get(leaving.topic, [])):
+            topics.discard(leaving.topic)
+        if added is not None:
+            topics.add(added)
+        return [*subscriptions.derive_roots(topics), REQUEST_FILTER]
+
+    def source_topic(self, config: CharacteristicConfig) -> str:
+        """The topic ``config``'s readings come on."""
+        return _source_topic(config)
+
+    def install(self, ch: Characteristic, config: CharacteristicConfig) -> None:
+        """Run ``ch`` from now on, in place of the one of its id."""
+        old = self.by_id.get(ch.id)
+        if old is not None:
+            self._unroute(old)
+        self.by_id[ch.id] = ch
+        self._route(ch, config)
+        self.missed.watch(ch, config.expected_interval, config.interval_tolerance or 0.0)
+        self.status.limits_changed(ch)
+
+    def retire(self, characteristic_id: int) -> None:
+        """Stop running a characteristic."""
+        old = self.by_id.pop(characteristic_id, None)
+        if old is not None:
+            self._unroute(old)
+            self.missed.watch(old, None, 0.0)
+            self.status.forget(characteristic_id)
 
     def pending_after(self, seq: int, limit: int) -> list[Outgoing]:
         """Committed events after ``seq`` (to catch up when they were not kept in memory)."""
@@ -204,6 +323,7 @@ class Pipeline:
         stateful = list(self.router.stateful())
         for decoder in stateful:
             decoder.begin()
+        context: CommandContext | None = None
         try:
             with self.engine.begin() as conn:
                 self._restore(conn)
@@ -218,17 +338,21 @@ class Pipeline:
                                  CONFLICT)
                 for message, d in unseen:
                     touched[d.characteristic.id] = d.characteristic
-                    self._accept(work, message, d)
-                context = CommandContext(self.by_id)
+                    self._accept(conn, work, message, d)
+                context = CommandContext(self.by_id, touched, self.reason_codes, self.permits,
+                                         lambda ch, cause: self._limits(conn, work, ch, cause, command=True), self)
                 out = self._commit(conn, work, touched, context)
         except Exception:
             self.resends.delivered, self.resends.duplicates, self.outbox.next_seq = saved
+            if context is not None:
+                context.discard()
             self._stale.update(touched)
             for decoder in stateful:
                 decoder.rollback()
             raise
         for decoder in stateful:
             decoder.commit()
+        self._follow_status(work, touched)
         if context.subscribe or context.unsubscribe:
             self.subscription_changes.append((context.subscribe, context.unsubscribe))
         self.stored += len(work.readings)
@@ -236,6 +360,22 @@ class Pipeline:
         self.reject_limits.commit(work.now, work.full, work.suppressed)
         self._report(messages, work, time.perf_counter() - started, self.resends.duplicates - saved[1])
         return out
+
+    def _follow_status(self, work: Batch, fed: dict[int, Characteristic]) -> None:
+        """Tell the status board what a committed batch did: which characteristics it fed (no longer
+        overdue), their samples, new and acknowledged violations."""
+        board, by_id = self.status, self.by_id
+        for cid, ch in fed.items():
+            if board.is_stale(cid, MISSED):
+                board.set_stale(ch, MISSED, None)
+        for ch, in_control, received_at in work.judged_samples:
+            board.sample(ch, in_control, received_at)
+        for cid, _, _ in work.violations:
+            if cid in by_id:
+                board.violations(by_id[cid], 1)
+        for cid in work.ack_characteristics:
+            if cid in by_id:
+                board.violations(by_id[cid], -1)
 
     def _report(self, messages: Sequence[Inbound], work: Batch, seconds: float, duplicates: int) -> None:
         """Tell the listener what a committed transaction did."""
@@ -278,10 +418,15 @@ class Pipeline:
         if not self._stale:
             return
         saved = queries.load_states(conn, list(self._stale))
+        stored = queries.stored_characteristics(conn, list(self._stale))
+        current = limit_sets.current(conn, list(self._stale))
         for cid, ch in self._stale.items():
             state, pending = saved.get(cid, (None, None))
+            if cid in stored:
+                ch.spec = CharacteristicConfig.model_validate_json(stored[cid].config).chart_spec()
             ch.assembler = Assembler(ch.spec, state, pending)
-            ch.published_limits = -1 if state is None else ch.assembler.evaluator.limits_version
+            ch.limit_set = current.get(cid)
+            ch.published_limits = ch.assembler.evaluator.limits_version
         self._stale.clear()
 
     def _decode(self, work: Batch, message: Inbound) -> list[tuple[Inbound, Decoded]]:
@@ -309,7 +454,7 @@ class Pipeline:
     def _reject(self, work: Batch, message: Inbound, reason: str, kind: str) -> None:
         rejects.record(self.reject_limits, work, message.topic, reason, message.payload, message.received_at, kind)
 
-    def _accept(self, work: Batch, message: Inbound, d: Decoded) -> None:
+    def _accept(self, conn: Connection, work: Batch, message: Inbound, d: Decoded) -> None:
         ch, reading = d.characteristic, d.reading
         try:
             accepted = ch.assembler.accept(reading)
@@ -323,20 +468,31 @@ class Pipeline:
             "measurements": writer.json_text(reading.values) if reading.values is not None else None,
             "count": reading.count, "n": reading.n,
         })
+        self.missed.reading(ch.id)
         for sample in accepted.completed:
             self._sample(work, ch, sample, reading.sent_seq() if sample.whole else None)
+            own = next(ev for ev in reversed(sample.evaluations) if ev.index == sample.idx)
+            work.judged_samples.append((ch, own.in_control, iso_utc(message.received_at)))
         evaluator = ch.assembler.evaluator
         if evaluator.limits_version != ch.published_limits or (
                 accepted.completed and evaluator.phase == MONITORING
                 and (ch.spec.usl is not None or ch.spec.lsl is not None)
                 and work.now - ch.limits_at >= self.capability_interval):
-            self._limits(work, ch)  # new limits, or a capability that moved with the samples
+            self._limits(conn, work, ch)  # new limits, or a capability that moved with the samples
 
     def _sample(self, work: Batch, ch: Characteristic, sample: Sample, seq: str | int | None) -> None:
         cid = ch.id
+        current = ch.limit_set
+        # judged by the limit set in force, or by the one the engine has just set (published after)
+        version = (current.version if current is not None else 0) + (
+            ch.assembler.evaluator.limits_version != ch.published_limits)
+        if current is not None and current.effective_from is None and cid not in work.first_samples \
+                and ch.assembler.evaluator.limits_version == ch.published_limits \
+                and ch.assembler.evaluator.phase == MONITORING:
+            work.first_samples[cid] = (ch, (cid, sample.evaluations[0].index))
         for ev in sample.evaluations:
             key = (cid, ev.index)
-            verdict = _verdict(ev)
+            verdict = _verdict(ev, version)
             if ev.index == sample.idx:
                 # the event tells the verdict as the sample arrived, whatever the batch holds after it
                 work.sample(sample_topic(cid), key, {
@@ -349,17 +505,75 @@ class Pipeline:
             for violation in ev.violations:
                 work.violation(violation_topic(cid), cid, ev.index, violation)
 
-    def _limits(self, work: Batch, ch: Characteristic) -> None:
+    def _reestablish(self, ch: Characteristic) -> None:
+        """Set ``ch``'s limits again after its configuration changed; keep the old ones if the new
+        configuration cannot give limits from the saved baseline (the log says why)."""
+        try:
+            ch.assembler.evaluator.reestablish()
+        except ValueError as error:
+            log.warning("characteristic %d keeps its limits: %s", ch.id, error)
+
+    def _limits(self, conn: Connection, work: Batch, ch: Characteristic, cause: Cause | None = None,
+                command: bool = False) -> str:
+        """Put ``ch``'s limits event in the batch (or, for a command, return its text), with a new
+        limit set if the engine's limits changed since the last (made by ``cause``, by default the
+        engine's own baseline)."""
         evaluator = ch.assembler.evaluator
+        new = evaluator.limits_version != ch.published_limits or ch.limit_set is None
         ch.published_limits, ch.limits_at = evaluator.limits_version, work.now
-        work.event(limits_topic(ch.id), events.limits_event(ch.id, evaluator), retain=True)
+        if not new:
+            text = events.limits_event(ch.id, evaluator, ch.limit_set)
+            if not command:
+                work.event(limits_topic(ch.id), text, retain=True)
+            return text
+        self.status.limits_changed(ch)
+        first = None
+        if cause is None:
+            cause = _engine_cause(evaluator)
+            if evaluator.phase == MONITORING:  # a baseline completed: its samples were judged first
+                first = (ch.id, evaluator.baseline_start)
+        row = self._limit_set_row(ch, cause)
+        if command:
+            [ch.limit_set] = limit_sets.insert_many(conn, [row])
+            return events.limits_event(ch.id, evaluator, ch.limit_set)
+        ch.limit_set = LimitSetRef(0, row["version"], None)  # in force; its id once the batch writes it
+        work.limit_set(limits_topic(ch.id), NewLimitSet(ch, row, first), events.limits_model(ch.id, evaluator))
+        return ""
+
+    def _limit_set_row(self, ch: Characteristic, cause: Cause) -> dict[str, Any]:
+        """``ch``'s current limits as the row of its next limit set."""
+        evaluator = ch.assembler.evaluator
+        limits = evaluator.limits()
+        primary = limits[0] if limits is not None else None
+        return {
+            "characteristic_id": ch.id, "version": (ch.limit_set.version if ch.limit_set is not None else 0) + 1,
+            "phase": evaluator.phase, "center": primary.center if primary else None,
+            "ucl": primary.ucl if primary else None, "lcl": primary.lcl if primary else None,
+            "sigma": evaluator.params.sigma if evaluator.params is not None else None,
+            "cause": cause.what, "user": cause.user, "reason": cause.reason,
+            "excluded_sample_ids": list(cause.excluded), "effective_from": None,
+            "created_at": iso_utc(datetime.now(timezone.utc)),
+        }
 
     def _commit(self, conn: Connection, work: Batch, touched: dict[int, Characteristic],
                 context: CommandContext) -> list[Outgoing]:
         ids = writer.write_measurements(conn, work)
+        self._first_samples(conn, work, ids.samples)
         self._requests(conn, work, context)
         writer.write_records(conn, work, touched.values())
         return self.outbox.write(conn, work.events(ids))
+
+    def _first_samples(self, conn: Connection, work: Batch, sample_ids: dict[tuple[int, int], int]) -> None:
+        """Record the first sample judged by limit sets made before this batch (by a command, or at
+        start), and republish their limits, which now say it."""
+        for ch, key in work.first_samples.values():
+            ref = ch.limit_set
+            sample_id = sample_ids.get(key)
+            if ref is None or not ref.id or ref.effective_from is not None or sample_id is None:
+                continue
+            ch.limit_set = limit_sets.set_effective_from(conn, ref, sample_id)
+            work.event(limits_topic(ch.id), events.limits_event(ch.id, ch.assembler.evaluator, ch.limit_set),
+                       retain=True)
 
     def _requests(self, conn: Connection, work: Batch, context: CommandContext) -> None:
         """Carry out the batch's commands, after its data is written (acknowledgements need it);
@@ -371,9 +585,45 @@ class Pipeline:
             for message, user, command in work.requests], context)
         for (message, _, _), outcome in zip(work.requests, outcomes):
             work.add_events(outcome.events)
-            work.acknowledged += sum(is_ack_topic(e.topic) for e in outcome.events)
+            acks = [int(e.topic.split("/")[1]) for e in outcome.events if is_ack_topic(e.topic)]
+            work.acknowledged += len(acks)
+            work.ack_characteristics += acks
             if outcome.error is not None:
                 self._reject(work, message, outcome.error, COMMAND_ERROR)
+
+    def tick(self) -> list[Outgoing]:
+        """The missed samples and the status events due now, stored in a transaction of their own with
+        their events; return those events, to publish."""
+        overdue = self.missed.overdue()
+        stamp = iso_utc(datetime.now(timezone.utc))
+        for ch, seconds in overdue:
+            self.status.set_stale(ch, MISSED, f"missed sample: no reading for {seconds:g} s")
+            self.status.violations(ch, 1)
+        statuses = self.status.due(stamp)
+        if not overdue and not statuses:
+            return []
+        saved = self.outbox.next_seq
+        try:
+            with self.engine.begin() as conn:
+                violations = [{"characteristic_id": ch.id, "sample_id": queries.last_sample_id(conn, ch.id) or 0,
+                               "rule_id": MISSED_SAMPLE_RULE_ID, "rule_name": MISSED_SAMPLE_RULE_NAME,
+                               "severity": MISSED_SAMPLE_SEVERITY, "chart": ch.spec.type.primary,
+                               "acknowledged": False} for ch, _ in overdue]
+                ids = queries.insert_violations(conn, violations)
+                out = self.outbox.write(conn, [
+                    *(Event(violation_topic(row["characteristic_id"]), events.violation_event(vid, row), False)
+                      for vid, row in zip(ids, violations)), *statuses])
+        except Exception:
+            self.outbox.next_seq = saved
+            for ch, _ in overdue:  # reported at the next tick instead
+                self.status.set_stale(ch, MISSED, None)
+                self.status.violations(ch, -1)
+                self.missed.report_again(ch.id)
+            self.status.republish(statuses)
+            raise
+        if violations:
+            self.listener.on_violations(len(violations), 0)
+        return out
 
     def record_events(self, more: Sequence[Event]) -> list[Outgoing]:
         """Store events of the bridge's own (status changes) in the outbox, alone in a transaction;

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from bridge.assemble import Assembler
 from bridge.spc import ChartSpec
+from bridge.store.limit_sets import LimitSetRef
 
 
 @dataclass(slots=True)
@@ -15,6 +16,8 @@ class Characteristic:
     assembler: Assembler
     published_limits: int = -1  # the evaluator's limits_version last put in the outbox
     limits_at: float = 0.0  # monotonic time the limits event was last put in the outbox
+    limit_set: LimitSetRef | None = None  # the limit set in force (bridge.store.limit_sets)
+    topic: str | None = None  # the topic routed to it (None: a Sparkplug metric's, bound at start)
 
 
 Registry = dict[int, Characteristic]

@@ -22,6 +22,10 @@ class Router:
         self._topics[topic] = decoder
         self._add(decoder)
 
+    def remove_topic(self, topic: str) -> None:
+        """Route nothing more on ``topic``."""
+        self._topics.pop(topic, None)
+
     def add_root(self, root: str, decoder: Decoder) -> None:
         """Send messages on every topic under ``root`` (its first level) to ``decoder``."""
         self._roots[root] = decoder

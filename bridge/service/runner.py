@@ -29,6 +29,7 @@ from bridge.service.mqtt import Disconnected, MqttLink, SubscriptionRefused
 from bridge.service.pipeline import Pipeline
 from bridge.service.presence import HostState
 from bridge.service.publisher import Publisher
+from bridge.service.roles import UserRoles
 from bridge.sparkplug.payload import rebirth_request
 from bridge.sparkplug.topics import node_topic
 from bridge.store.failures import DatabaseUnusable, open_engine, permanent, shown
@@ -36,6 +37,7 @@ from bridge.store.queries import create_tables
 
 log = logging.getLogger(__name__)
 FORGET_EVERY_S = 1.0
+TICK_S = 0.5  # how often missed samples and due status events are looked for
 RETRY_MAX_S = 10.0
 STOP_DRAIN_S = 5.0
 IDLE_S = 0.05  # the longest wait for the network while nothing has arrived
@@ -63,9 +65,11 @@ class Bridge:
     def __init__(self, settings: Settings, configs: list[CharacteristicConfig]) -> None:
         self.settings = settings
         self.inbox: SimpleQueue[Any] = SimpleQueue()
+        roles = UserRoles(settings.users) if settings.users is not None else None
         self.pipeline = Pipeline(open_engine(settings.db_url), settings.client_id, configs,
                                  settings.max_payload, settings.capability_interval,
-                                 settings.sparkplug_reorder_timeout)
+                                 settings.sparkplug_reorder_timeout, str(settings.config_path),
+                                 roles.permits if roles is not None else None)
         self.link = self._link(settings.client_id, self._confirmed)
         self.host_link: MqttLink | None = None  # the Sparkplug host's, when a characteristic has a metric
         self.publisher = Publisher(self.link.publish, self.pipeline.pending_after)
@@ -127,7 +131,7 @@ class Bridge:
         retry: list[Inbound] = []
         backoff = 0.0
         forgotten = 0
-        last_forget = time.monotonic()
+        last_forget = last_tick = time.monotonic()
         while not stop.is_set():
             items = retry or self._collect()
             messages = [i for i in items if isinstance(i, Inbound)]
@@ -141,6 +145,9 @@ class Bridge:
                     continue
                 backoff = 0.0
             self._rebirths()
+            if time.monotonic() - last_tick >= TICK_S:
+                self._tick()
+                last_tick = time.monotonic()
             self.publisher.pump()
             up_to = self.publisher.confirmed_up_to
             if up_to > forgotten and time.monotonic() - last_forget > FORGET_EVERY_S:
@@ -159,6 +166,14 @@ class Bridge:
                 self.publisher.add(self.pipeline.record_events(lost))
         except Exception:
             log.exception("could not record %r", item)
+
+    def _tick(self) -> None:
+        """Record the missed samples and the status events that are due, and publish them."""
+        try:
+            self.publisher.add(self.pipeline.tick())
+        except Exception as error:  # the database is away: the next tick tries again
+            log.warning("could not record missed samples and status events (%s): tried again in %g s",
+                        " ".join(str(error).split())[:300], TICK_S)
 
     def _rebirths(self) -> None:
         """Ask the edge nodes for the rebirths the Sparkplug host needs (NCMD Node Control/Rebirth)."""

@@ -15,13 +15,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
-from bridge.contract import status_topic
 from bridge.ingest import IngestError, Reading, epoch_timestamp, iso_utc, measurement, whole_number
-from bridge.service import events
 from bridge.service.decoders import Decoder, Decoding, Refusal, decoded
 from bridge.service.listener import BAD_VALUE, SPARKPLUG
 from bridge.service.messages import Event, Inbound
 from bridge.service.registry import Characteristic
+from bridge.service.status import DEATH, StatusBoard
 from bridge.sparkplug.host import HostOutput, MetricKey, MetricValue, NodeRef, SparkplugHost
 from bridge.sparkplug.payload import DataType
 from bridge.sparkplug.topics import parse_topic
@@ -49,8 +48,9 @@ class SparkplugDecoder(Decoder):
 
     stateful = True
 
-    def __init__(self, host: SparkplugHost, bindings: Sequence[Binding]) -> None:
+    def __init__(self, host: SparkplugHost, bindings: Sequence[Binding], board: StatusBoard) -> None:
         self.host = host
+        self.board = board  # the characteristics' status, which a death makes stale
         self.by_key = {b.key: b for b in bindings}
         self.by_n_key: dict[MetricKey, list[Binding]] = {}
         self.per_source: Counter[tuple[str, str, str | None]] = Counter(
@@ -157,7 +157,8 @@ class SparkplugDecoder(Decoder):
             cid = binding.characteristic.id
             if selected(key) and (cid not in self.status or self.status[cid] != reason):
                 self.status[cid] = reason
-                out.append(Event(status_topic(cid), events.status_event(cid, reason, timestamp), True))
+                self.board.set_stale(binding.characteristic, DEATH, reason)
+                out.append(self.board.event(binding.characteristic, timestamp))
 
 
 def _within(key: MetricKey, node: NodeRef, device: str | None, exact: bool = False) -> bool:

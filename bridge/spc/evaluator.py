@@ -368,6 +368,22 @@ class Evaluator:
         assert self.params is not None
         return self.params
 
+    def reestablish(self) -> None:
+        """Set the limits again after a change of the spec (fixed values, rules): from the fixed
+        values and the current baseline without its excluded samples; a chart still in its
+        baseline stays there. Raises ValueError, changing nothing, if they cannot be set."""
+        if self.spec.needs_baseline and self.params is None:
+            if len(self.baseline) >= self.spec.baseline:
+                self._establish()
+            self.limits_version += 1
+            return
+        params = self._params_from(()) if not self.spec.needs_baseline else self._params_without(self.excluded)
+        if params is None:
+            raise ValueError("the baseline cannot give the limits that are not fixed")
+        if not _finite(params):
+            raise ValueError("these limits are beyond the range of numbers")
+        self._set_params(params)
+
     def start_baseline(self) -> None:
         """Start a new phase I: the next ``baseline`` samples set new limits."""
         if not self.spec.needs_baseline:

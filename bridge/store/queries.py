@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from sqlalchemy.dialects import postgresql, sqlite
 
+from bridge.store import audit
 from bridge.store.schema import (
     characteristics, deliveries, engine_state, metadata, outbox, readings, samples, subscriptions,
     violations,
@@ -57,6 +58,7 @@ def create_tables(engine: Engine) -> None:
             for index in table.indexes:
                 if any(c in missing for c in index.columns):
                     index.create(conn)
+    audit.protect(engine)
 
 
 def unavailable(engine: Engine, error: Exception) -> bool:
@@ -76,9 +78,18 @@ def unavailable(engine: Engine, error: Exception) -> bool:
     return False
 
 
-def sync_characteristics(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert or update the configured characteristics (id, name, topic, chart, config)."""
-    _upsert(conn, characteristics, ("id",), ("name", "topic", "chart", "config"), rows)
+def save_characteristics(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or update characteristics (id, name, topic, chart, config, version, imported, retired)."""
+    _upsert(conn, characteristics, ("id",), ("name", "topic", "chart", "config", "version", "imported", "retired"),
+            rows)
+
+
+def stored_characteristics(conn: Connection, ids: Sequence[int] | None = None) -> dict[int, Any]:
+    """The characteristics rows (of ``ids``, or all), by id."""
+    query = sa.select(characteristics)
+    if ids is not None:
+        query = query.where(characteristics.c.id.in_(ids))
+    return {row.id: row for row in conn.execute(query)}
 
 
 def load_states(conn: Connection, ids: Sequence[int] | None = None
@@ -145,13 +156,13 @@ def recent_digests(conn: Connection, characteristic_id: int, limit: int) -> set[
 
 def insert_samples(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert samples; their ids in the order of ``rows``."""
-    return _insert_ids(conn, samples, rows)
+    return insert_ids(conn, samples, rows)
 
 
 _LAST_ROWID = sa.text("SELECT last_insert_rowid()")
 
 
-def _insert_ids(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
+def insert_ids(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert ``rows``; their ids (the table's integer primary key) in the order of ``rows``."""
     if not rows:
         return []
@@ -166,7 +177,7 @@ def _insert_ids(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
     return [r[0] for r in result]
 
 
-VERDICT_COLUMNS = ("zone", "in_control", "ucl", "lcl", "cusum_upper", "cusum_lower", "ewma")
+VERDICT_COLUMNS = ("zone", "in_control", "ucl", "lcl", "cusum_upper", "cusum_lower", "ewma", "limit_set")
 
 
 def update_judged_samples(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[tuple[int, int], int]:
@@ -179,8 +190,10 @@ def update_judged_samples(conn: Connection, rows: Sequence[dict[str, Any]]) -> d
         .where(samples.c.characteristic_id == sa.bindparam("cid"), samples.c.idx == sa.bindparam("i"))
         .values({c: sa.bindparam(c) for c in VERDICT_COLUMNS}), rows)
     ids: dict[tuple[int, int], int] = {}
-    for cid in {r["cid"] for r in rows}:
-        idxs = [r["i"] for r in rows if r["cid"] == cid]
+    by_characteristic: dict[int, list[int]] = {}
+    for r in rows:
+        by_characteristic.setdefault(r["cid"], []).append(r["i"])
+    for cid, idxs in by_characteristic.items():
         query = sa.select(samples.c.id, samples.c.idx).where(
             samples.c.characteristic_id == cid, samples.c.idx.in_(idxs))
         ids.update({(cid, idx): sid for sid, idx in conn.execute(query)})
@@ -189,7 +202,7 @@ def update_judged_samples(conn: Connection, rows: Sequence[dict[str, Any]]) -> d
 
 def insert_violations(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert violations; their ids in the order of ``rows``."""
-    return _insert_ids(conn, violations, rows)
+    return insert_ids(conn, violations, rows)
 
 
 def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -263,12 +276,31 @@ def violations_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
     return {row.id: row for row in conn.execute(query)}
 
 
-def acknowledge(conn: Connection, ids: Sequence[int], user: str, reason: str, time: str) -> list[Any]:
+def acknowledge(conn: Connection, ids: Sequence[int], user: str, reason: str, time: str, reason_code: str,
+                assignable_cause: bool) -> list[Any]:
     """Mark violations acknowledged by ``user``; their rows afterwards, in id order."""
     conn.execute(sa.update(violations).where(violations.c.id.in_(ids))
-                 .values(acknowledged=True, ack_user=user, ack_reason=reason, ack_time=time))
+                 .values(acknowledged=True, ack_user=user, ack_reason=reason, ack_time=time,
+                         reason_code=reason_code, assignable_cause=assignable_cause))
     return list(conn.execute(sa.select(violations).where(violations.c.id.in_(ids))
                              .order_by(violations.c.id)))
+
+
+def samples_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """(characteristic_id, idx) of the samples with these ids, by id."""
+    query = sa.select(samples.c.id, samples.c.characteristic_id, samples.c.idx).where(samples.c.id.in_(ids))
+    return {row.id: (row.characteristic_id, row.idx) for row in conn.execute(query)}
+
+
+def proposed_samples(conn: Connection, characteristic_id: int, first: int, stop: int) -> list[int]:
+    """The ids of a characteristic's samples with idx in first..stop-1 that an acknowledgement marked as
+    having an assignable cause."""
+    query = (sa.select(samples.c.id).distinct()
+             .join(violations, violations.c.sample_id == samples.c.id)
+             .where(violations.c.characteristic_id == characteristic_id, violations.c.assignable_cause.is_(True),
+                    samples.c.idx >= first, samples.c.idx < stop)
+             .order_by(samples.c.id))
+    return list(conn.scalars(query))
 
 
 def recent_samples(conn: Connection, characteristic_id: int, limit: int) -> list[Any]:
@@ -286,6 +318,20 @@ def recent_violations(conn: Connection, characteristic_id: int, limit: int,
         query = query.where(violations.c.acknowledged.is_(False))
     query = query.order_by(violations.c.id.desc()).limit(limit)
     return list(reversed(list(conn.execute(query))))
+
+
+def open_violations_by_characteristic(conn: Connection) -> dict[int, int]:
+    """How many violations of each characteristic are not acknowledged."""
+    query = (sa.select(violations.c.characteristic_id, sa.func.count()).where(violations.c.acknowledged.is_(False))
+             .group_by(violations.c.characteristic_id))
+    return {cid: int(count) for cid, count in conn.execute(query)}
+
+
+def last_sample_id(conn: Connection, characteristic_id: int) -> int | None:
+    """The id of a characteristic's latest sample."""
+    query = (sa.select(samples.c.id).where(samples.c.characteristic_id == characteristic_id)
+             .order_by(samples.c.idx.desc()).limit(1))
+    return conn.execute(query).scalar()
 
 
 def open_violations(conn: Connection) -> int:

@@ -1,5 +1,5 @@
-"""The tables: characteristics, readings, samples, violations, engine state, outbox, deliveries,
-rejects."""
+"""The tables: characteristics, limit sets, readings, samples, violations, engine state, outbox,
+deliveries, rejects, settings and the audit trail."""
 
 import sqlalchemy as sa
 
@@ -17,6 +17,54 @@ characteristics = sa.Table(
     sa.Column("topic", sa.String(TOPIC_CHARS), nullable=False),
     sa.Column("chart", sa.String(16), nullable=False),
     sa.Column("config", sa.Text, nullable=False),  # the characteristic's configuration, JSON
+    # bridge.service.catalog: the configuration's version, the file's last imported text (null for
+    # a characteristic an engineer created), and whether it is retired
+    sa.Column("version", sa.Integer),
+    sa.Column("imported", sa.Text),
+    sa.Column("retired", sa.Boolean),
+)
+
+# Every set of limits a characteristic has had, in order (version 1, 2, ...), with who made it, why,
+# and from which sample it judged (null until a sample has been judged by it).
+limit_sets = sa.Table(
+    "limit_sets", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("characteristic_id", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("center", sa.Float),
+    sa.Column("ucl", sa.Float),
+    sa.Column("lcl", sa.Float),
+    sa.Column("sigma", sa.Float),
+    sa.Column("cause", sa.String(32), nullable=False),  # what made it: a command, the baseline, an import
+    sa.Column("user", sa.String(USER_CHARS), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("excluded_sample_ids", sa.Text, nullable=False),  # JSON list
+    sa.Column("effective_from", sa.BigInteger),
+    sa.Column("created_at", sa.String(64), nullable=False),
+    sa.UniqueConstraint("characteristic_id", "version", name="ux_limit_sets_version"),
+)
+
+# Append-only (bridge.store.audit adds triggers that refuse UPDATE and DELETE): every change of a
+# characteristic, limit set, rules, reason codes and every acknowledgement, with old and new values.
+audit = sa.Table(
+    "audit", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("at", sa.String(64), nullable=False),
+    sa.Column("user", sa.String(USER_CHARS), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("characteristic_id", sa.Integer),
+    sa.Column("old", sa.Text),  # JSON
+    sa.Column("new", sa.Text),  # JSON
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index("ix_audit_characteristic", "characteristic_id", "id"),
+)
+
+# Bridge-wide settings kept in the database, by name, as JSON (the reason codes).
+settings = sa.Table(
+    "settings", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
 )
 
 # One row per accepted reading, exactly as the gauge sent it; its values are the measurements of
@@ -56,6 +104,7 @@ samples = sa.Table(
     sa.Column("cusum_upper", sa.Float),
     sa.Column("cusum_lower", sa.Float),
     sa.Column("ewma", sa.Float),
+    sa.Column("limit_set", sa.Integer),  # the version of the limit set that judged it
     sa.UniqueConstraint("characteristic_id", "idx", name="ux_samples_idx"),
 )
 
@@ -72,6 +121,8 @@ violations = sa.Table(
     sa.Column("ack_user", sa.String(USER_CHARS)),
     sa.Column("ack_reason", sa.Text),
     sa.Column("ack_time", sa.String(64)),
+    sa.Column("reason_code", sa.String(64)),
+    sa.Column("assignable_cause", sa.Boolean),  # proposes its sample for exclusion at the next recalculate
     sa.Index("ix_violations_characteristic", "characteristic_id", "acknowledged"),
 )
 

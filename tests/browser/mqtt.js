@@ -39,7 +39,10 @@ function showViolation(violation) {
   button.textContent = "Acknowledge";
   button.onclick = () => {
     button.disabled = true;
-    const request = { violation_id: violation.violation_id, reason: $("reason").value, transaction: violation.violation_id };
+    const request = {
+      violation_id: violation.violation_id, reason_code: "tool_wear", reason: $("reason").value,
+      transaction: violation.violation_id,
+    };
     // The driver checks that its click reached this handler; the report says when the broker has the request.
     window.spcAckSent = true;
     client.publish(topics.ack_request, JSON.stringify(request), { qos: 1 }, (error) =>

@@ -127,6 +127,7 @@ def page_url(base: str, page: str, config: dict[str, Any]) -> str:
     return f"{base}/{page}#{quote(json.dumps(config))}"
 
 
+@pytest.mark.serial
 def test_mqtt_dashboard_in_chromium(broker: BrokerHandle, tmp_path: Path, pages: str) -> None:
     """MQTT.js over the broker's WebSocket listener, logged in as the operator: the retained limits, three live
     samples, a violation acknowledged with the page's button, the ack event and the bridge's response."""
@@ -162,12 +163,14 @@ def test_mqtt_dashboard_in_chromium(broker: BrokerHandle, tmp_path: Path, pages:
     assert violation["sample_id"] == seen["samples"][2]["sample_id"] and violation["rule_id"] == 1
     assert seen["acks"] == [{
         "violation_id": violation["violation_id"], "characteristic_id": SHAFT, "acknowledged": True,
-        "ack_user": user, "ack_reason": "Tool changed", "ack_time": seen["acks"][0]["ack_time"]}]
+        "ack_user": user, "ack_reason": "Tool changed", "ack_time": seen["acks"][0]["ack_time"],
+        "reason_code": "tool_wear", "assignable_cause": False}]
     assert seen["responses"][0]["status"] == "ok" and seen["responses"][0]["transaction"] == violation["violation_id"]
     assert shown["violations"][0].endswith("acknowledged by operator: Tool changed")
     assert shown["response"] == "acknowledged"
 
 
+@pytest.mark.serial
 def test_openspc_protocol_in_chromium(embedded_broker: EmbeddedBrokerThread, tmp_path: Path, pages: str) -> None:
     """The browser's WebSocket against the gateway: refused without the token, then subscribe [1], ping/pong,
     and sample, violation and ack_update of 1 only."""

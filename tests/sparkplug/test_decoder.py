@@ -11,6 +11,7 @@ from bridge.config import CharacteristicConfig
 from bridge.service.messages import Inbound
 from bridge.service.registry import Characteristic
 from bridge.service.sparkplug_decoder import Binding, SparkplugDecoder
+from bridge.service.status import StatusBoard
 from bridge.sparkplug.host import MetricKey, NodeRef, SparkplugHost
 from bridge.sparkplug.payload import BDSEQ, DataType, Metric, encode_payload
 
@@ -34,7 +35,7 @@ def _decoder() -> SparkplugDecoder:
     measured = _characteristic(1, "imr")
     rejects = _characteristic(2, "p", subgroup_size=50)
     return SparkplugDecoder(SparkplugHost(reorder_timeout_s=1.0), [
-        Binding(measured, _key("Bore"), None), Binding(rejects, _key("Rejects"), _key("Inspected"))])
+        Binding(measured, _key("Bore"), None), Binding(rejects, _key("Rejects"), _key("Inspected"))], StatusBoard())
 
 
 def _message(kind: str, seq: int, metrics: list[Metric]) -> Inbound:
