@@ -18,7 +18,7 @@ from bridge.service import events
 from bridge.service.messages import Event, Inbound
 from bridge.service.registry import Characteristic
 from bridge.spc import ChartSpec
-from bridge.store import limit_sets, queries
+from bridge.store import audit, limit_sets, queries
 from bridge.store.limit_sets import LimitSetRef
 from bridge.store.schema import readings, rejects
 
@@ -40,6 +40,7 @@ class Ids(NamedTuple):
 
 
 NO_IDS = Ids({}, [], [], [])
+AUDITED = ("phase", "center", "ucl", "lcl")  # of a limit set, as the workflow's commands audit them
 
 
 class SampleEvent(NamedTuple):
@@ -164,12 +165,17 @@ def write_measurements(conn: Connection, batch: Batch) -> Ids:
 
 
 def write_limit_sets(conn: Connection, batch: Batch, sample_ids: dict[tuple[int, int], int]) -> list[LimitSetRef]:
-    """Insert the batch's new limit sets, each effective from its first sample; they are now in force."""
+    """Insert the batch's new limit sets, each effective from its first sample, with their audit rows;
+    they are now in force."""
     if not batch.limit_sets:
         return []
     rows = [{**new.row, "effective_from": sample_ids.get(new.first) if new.first is not None else None}
             for new in batch.limit_sets]
     refs = limit_sets.insert_many(conn, rows)
+    audit.append(conn, [audit.entry(row["created_at"], row["user"], f"limits.{row['cause']}", row["characteristic_id"],
+                                    {"limit_set": row["version"] - 1} if row["version"] > 1 else None,
+                                    {"limit_set": row["version"], **{key: row[key] for key in AUDITED}}, row["reason"])
+                        for row in rows])
     for new, ref in zip(batch.limit_sets, refs):
         if new.ch.limit_set is not None and new.ch.limit_set.version == ref.version:
             new.ch.limit_set = ref

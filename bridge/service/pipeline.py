@@ -204,7 +204,7 @@ class Pipeline:
                         self._route(ch, config, False)
                     self.missed.watch(ch, config.expected_interval, config.interval_tolerance or 0.0)
                     # limits are retained: republish them on every start, a broker may have lost them
-                    self._limits(conn, work, ch, cause)
+                    self._limits(work, ch, cause)
                 del chunk
                 writer.write_records(conn, work, restated)
                 pending += self.outbox.write(conn, work.events(NO_IDS._replace(
@@ -338,9 +338,9 @@ class Pipeline:
                                  CONFLICT)
                 for message, d in unseen:
                     touched[d.characteristic.id] = d.characteristic
-                    self._accept(conn, work, message, d)
+                    self._accept(work, message, d)
                 context = CommandContext(self.by_id, touched, self.reason_codes, self.permits,
-                                         lambda ch, cause: self._limits(conn, work, ch, cause, command=True), self)
+                                         lambda ch, cause: self._command_limits(conn, work, ch, cause), self)
                 out = self._commit(conn, work, touched, context)
         except Exception:
             self.resends.delivered, self.resends.duplicates, self.outbox.next_seq = saved
@@ -454,7 +454,7 @@ class Pipeline:
     def _reject(self, work: Batch, message: Inbound, reason: str, kind: str) -> None:
         rejects.record(self.reject_limits, work, message.topic, reason, message.payload, message.received_at, kind)
 
-    def _accept(self, conn: Connection, work: Batch, message: Inbound, d: Decoded) -> None:
+    def _accept(self, work: Batch, message: Inbound, d: Decoded) -> None:
         ch, reading = d.characteristic, d.reading
         try:
             accepted = ch.assembler.accept(reading)
@@ -478,7 +478,7 @@ class Pipeline:
                 accepted.completed and evaluator.phase == MONITORING
                 and (ch.spec.usl is not None or ch.spec.lsl is not None)
                 and work.now - ch.limits_at >= self.capability_interval):
-            self._limits(conn, work, ch)  # new limits, or a capability that moved with the samples
+            self._limits(work, ch)  # new limits, or a capability that moved with the samples
 
     def _sample(self, work: Batch, ch: Characteristic, sample: Sample, seq: str | int | None) -> None:
         cid = ch.id
@@ -513,32 +513,40 @@ class Pipeline:
         except ValueError as error:
             log.warning("characteristic %d keeps its limits: %s", ch.id, error)
 
-    def _limits(self, conn: Connection, work: Batch, ch: Characteristic, cause: Cause | None = None,
-                command: bool = False) -> str:
-        """Put ``ch``'s limits event in the batch (or, for a command, return its text), with a new
-        limit set if the engine's limits changed since the last (made by ``cause``, by default the
-        engine's own baseline)."""
+    def _limits(self, work: Batch, ch: Characteristic, cause: Cause | None = None) -> None:
+        """Put ``ch``'s limits event in the batch, with a new limit set if its limits changed."""
+        row, first = self._new_limit_set(work, ch, cause)
+        evaluator = ch.assembler.evaluator
+        if row is None:
+            work.event(limits_topic(ch.id), events.limits_event(ch.id, evaluator, ch.limit_set), retain=True)
+            return
+        ch.limit_set = LimitSetRef(0, row["version"], None)  # in force; its id once the batch writes it
+        work.limit_set(limits_topic(ch.id), NewLimitSet(ch, row, first), events.limits_model(ch.id, evaluator))
+
+    def _command_limits(self, conn: Connection, work: Batch, ch: Characteristic, cause: Cause) -> str:
+        """Store the limit set a command made for ``ch``; its limits event's text (the command publishes it)."""
+        row, _ = self._new_limit_set(work, ch, cause)
+        if row is not None:
+            [ch.limit_set] = limit_sets.insert_many(conn, [row])
+        return events.limits_event(ch.id, ch.assembler.evaluator, ch.limit_set)
+
+    def _new_limit_set(self, work: Batch, ch: Characteristic,
+                       cause: Cause | None) -> tuple[dict[str, Any] | None, tuple[int, int] | None]:
+        """Note ``ch``'s limits as published. If they changed since the last time, the row of its next limit
+        set (made by ``cause``, by default the engine's own baseline) and, when a baseline completed, its
+        first sample."""
         evaluator = ch.assembler.evaluator
         new = evaluator.limits_version != ch.published_limits or ch.limit_set is None
         ch.published_limits, ch.limits_at = evaluator.limits_version, work.now
         if not new:
-            text = events.limits_event(ch.id, evaluator, ch.limit_set)
-            if not command:
-                work.event(limits_topic(ch.id), text, retain=True)
-            return text
+            return None, None
         self.status.limits_changed(ch)
         first = None
         if cause is None:
             cause = _engine_cause(evaluator)
-            if evaluator.phase == MONITORING:  # a baseline completed: its samples were judged first
+            if evaluator.phase == MONITORING:  # its baseline's samples were judged first
                 first = (ch.id, evaluator.baseline_start)
-        row = self._limit_set_row(ch, cause)
-        if command:
-            [ch.limit_set] = limit_sets.insert_many(conn, [row])
-            return events.limits_event(ch.id, evaluator, ch.limit_set)
-        ch.limit_set = LimitSetRef(0, row["version"], None)  # in force; its id once the batch writes it
-        work.limit_set(limits_topic(ch.id), NewLimitSet(ch, row, first), events.limits_model(ch.id, evaluator))
-        return ""
+        return self._limit_set_row(ch, cause), first
 
     def _limit_set_row(self, ch: Characteristic, cause: Cause) -> dict[str, Any]:
         """``ch``'s current limits as the row of its next limit set."""

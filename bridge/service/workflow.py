@@ -5,8 +5,8 @@ Each changes one characteristic without a restart, as a trial first: the new con
 validated and the chart's new state computed on a copy, so a refused command changes nothing. Then
 the configuration's new version is stored, the limits are recorded as the characteristic's next
 limit set, the audit trail gets a row, and the new retained ``spc/<id>/limits`` is published. A
-characteristic created, changed or retired runs as such once its batch commits, with the
-subscriptions that follow from its topic.
+characteristic created, changed or retired runs as such at once, with the subscriptions that follow
+from its topic; the command context puts the one before back if the command or its batch fails.
 """
 
 import json
