@@ -31,6 +31,9 @@ from tests.brokers import (
 )
 from tests.credentials import Certificates
 
+# Many clients of one module-wide broker, TLS included, observed within bounded waits: alone (.ci/run).
+pytestmark = pytest.mark.serial
+
 QUIET = 0.5  # how long a message that must not arrive is given to show up after one that must
 ROLES = ("gauge", "bridge", "dashboard", "operator", "admin")  # the test user of each role is named after it
 

@@ -26,6 +26,9 @@ from tests.test_access import check_live_reads, check_publishes, check_retained_
 from tests.test_access import secured  # noqa: F401  (its broker fixture, here with the users of role_users below)
 from tests.test_users import spc_bridge
 
+# Many clients of one module-wide broker, TLS included, observed within bounded waits: alone (.ci/run).
+pytestmark = pytest.mark.serial
+
 # Two edges: line3 speaks for two nodes in two groups, line4 for a neighbour of line3's first.
 EDGE_USERS = (
     User("line3", "edge", edge_nodes=("Plant1/Line3", "Plant2/Press1")),

@@ -27,6 +27,9 @@ from tests.test_access import connect, connect_all, mismatches, received
 from tests.test_access import secured  # noqa: F401  (its broker fixture, one of each kind for the module)
 from tests.test_users import SECRET, spc_bridge
 
+# Many clients of one module-wide broker, TLS included, observed within bounded waits: alone (.ci/run).
+pytestmark = pytest.mark.serial
+
 ENGINEER, OPERATOR, DASHBOARD = "engineer", "operator", "dashboard"  # the test users of tests.credentials
 MARKER = "marker"
 DELIVERY_S = 20.0  # what may pass arrives within this, even on a machine busy with other tests
