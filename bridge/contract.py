@@ -203,6 +203,7 @@ class LimitsEvent(_Event):
     """
 
     characteristic_id: int
+    name: str | None = None
     chart: str
     phase: Literal["baseline", "monitoring"]
     center: float | None
@@ -282,9 +283,11 @@ class _WorkflowRequest(BaseModel):
 
 class RecalculateRequest(_WorkflowRequest):
     """``.../recalculate``: the limits again from the current baseline without these samples; left
-    out, without the samples proposed by acknowledgements that marked an assignable cause."""
+    out, without the samples proposed by acknowledgements that marked an assignable cause. With
+    ``preview``, nothing changes: the answer has the limits as they would be (``reason`` may be empty)."""
 
     exclude_sample_ids: list[SampleId] | None = Field(None, max_length=MAX_EXCLUDED)
+    preview: bool = False
 
 
 class StartBaselineRequest(_WorkflowRequest):

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
+from bridge.contract import COMMANDS, DEFAULT_REASON_CODES
 from bridge.store.audit import APPEND_ONLY
 from tests.brokers import BrokerHandle, MqttProbe
 from tests.processes import ChildProcess
@@ -71,7 +72,15 @@ def test_the_full_cycle_yields_the_published_revised_limits(broker: BrokerHandle
             assert acked["reason_code"] == "machine" and acked["assignable_cause"] is True
             restarted(bridge)
 
-            # Exclusion: the proposed sample (batch 4), and for the p chart samples 15 and 23 by id
+            # Exclusion: the proposed sample (batch 4), and for the p chart samples 15 and 23 by id; a preview first
+            # (the dashboard's proposed limits) changes nothing
+            sets_before = query(database, "select count(*) from limit_sets")
+            preview = engineer.ok("recalculate", {"characteristic_id": VISCOSITY, "reason": "", "preview": True})
+            assert preview["preview"] is True and preview["excluded_sample_ids"] == [ids[3]]
+            assert preview["limits"]["name"] == engineer.limits(VISCOSITY)["name"] == "Primer viscosity"
+            assert_published_limits(preview["limits"], REVISED)
+            assert query(database, "select count(*) from limit_sets") == sets_before
+            assert engineer.limits(VISCOSITY)["limit_set"] == phase_i
             revised = engineer.ok("recalculate", {"characteristic_id": VISCOSITY, "reason": "batch 4: controller"})
             assert revised["excluded_sample_ids"] == [ids[3]]
             assert_published_limits(revised["limits"], REVISED)
@@ -114,6 +123,11 @@ def test_the_full_cycle_yields_the_published_revised_limits(broker: BrokerHandle
 
             # History: every sample with the limit set that judged it, and the limit sets with who and why
             history = engineer.ok("history", {"characteristic_id": VISCOSITY, "limit": 1000})
+            assert (history["role"], history["commands"]) == ("engineer", list(COMMANDS))
+            assert history["reason_codes"] == list(DEFAULT_REASON_CODES)
+            [acknowledged] = [v for v in history["violations"] if v["violation_id"] == violation]
+            assert acknowledged["ack"]["ack_user"] == "operator" and acknowledged["ack"]["reason_code"] == "machine"
+            assert all(v["ack"] is None for v in history["open_violations"])
             sets = history["limit_sets"]
             assert [s["cause"] for s in sets] == ["import", "baseline", "recalculate", "set_limits", "start_baseline",
                                                   "baseline", "recalculate"]

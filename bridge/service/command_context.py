@@ -9,6 +9,7 @@ from bridge.config import CharacteristicConfig
 from bridge.service.registry import Characteristic
 from bridge.spc import ChartSpec, Evaluator
 from bridge.store.limit_sets import LimitSetRef
+from broker.roles import ROLES
 
 
 class Cause(NamedTuple):
@@ -66,13 +67,13 @@ class CommandContext:
 
     def __init__(self, characteristics: Mapping[int, Characteristic],
                  touched: MutableMapping[int, Characteristic] | None = None,
-                 reason_codes: Sequence[str] = (), permits: Callable[[str, str], bool] | None = None,
+                 reason_codes: Sequence[str] = (), role_of: Callable[[str], str | None] | None = None,
                  publish_limits: Callable[[Characteristic, Cause], str] | None = None,
                  catalog: Catalog | None = None) -> None:
         self.characteristics = characteristics
         self.touched: MutableMapping[int, Characteristic] = touched if touched is not None else {}
         self.reason_codes = tuple(reason_codes)
-        self._permits = permits
+        self._role_of = role_of
         self._publish_limits = publish_limits
         self.catalog = catalog
         self.undo: list[Callable[[], None]] = []  # puts back what the commands changed, last first
@@ -89,10 +90,22 @@ class CommandContext:
         characteristic = self.characteristics.get(characteristic_id)
         return characteristic.assembler.evaluator if characteristic is not None else None
 
+    def role(self, user: str) -> str | None:
+        """``user``'s role; None if the bridge was given no users, or the user is not one of them."""
+        return self._role_of(user) if self._role_of is not None else None
+
+    def commands(self, user: str) -> tuple[str, ...] | None:
+        """The commands the bridge carries out for ``user``; None if it was given no users (it then leaves
+        roles to the broker's ACL)."""
+        if self._role_of is None:
+            return None
+        role = self._role_of(user)
+        return ROLES[role].commands if role is not None else ()
+
     def permits(self, user: str, command: str) -> bool:
-        """Whether ``user``'s role lets it send ``command``; True if the bridge was given no users
-        (it then leaves roles to the broker's ACL)."""
-        return self._permits is None or self._permits(user, command)
+        """Whether ``user``'s role lets it send ``command``; True if the bridge was given no users."""
+        commands = self.commands(user)
+        return commands is None or command in commands
 
     def change(self, ch: Characteristic) -> None:
         """Note ``ch`` as it is, before a command replaces its spec or assembler (never changed in

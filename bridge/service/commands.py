@@ -171,13 +171,18 @@ def _history(conn: Connection, user: str, payload: bytes, now: str,
                for row in queries.recent_samples(conn, cid, request.limit)]
 
     def violation_list(open_only: bool) -> list[Any]:
-        return [json.loads(events.violation_event(row.id, row._mapping))
+        """Each violation with its ``ack`` event, null while it is open."""
+        return [{**json.loads(events.violation_event(row.id, row._mapping)),
+                 "ack": json.loads(events.ack_event(row._mapping)) if row.acknowledged else None}
                 for row in queries.recent_violations(conn, cid, request.limit, open_only)]
 
     first = evaluator.baseline_start
+    commands = context.commands(user)
     return {
         "characteristic_id": cid,
-        "limits": json.loads(events.limits_event(cid, evaluator, ch.limit_set)),
+        "role": context.role(user), "commands": list(commands) if commands is not None else None,
+        "reason_codes": list(context.reason_codes),
+        "limits": json.loads(events.limits_event(cid, evaluator, ch.limit_set, ch.name)),
         "limit_sets": limit_sets.recent(conn, cid, MAX_LIMIT_SETS),
         "samples": samples,
         "violations": violation_list(False),

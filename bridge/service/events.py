@@ -66,18 +66,20 @@ def ack_event(row: Mapping[str, Any]) -> str:
     ).model_dump_json()
 
 
-def limits_event(characteristic_id: int, evaluator: Evaluator, limit_set: LimitSetRef | None = None) -> str:
+def limits_event(characteristic_id: int, evaluator: Evaluator, limit_set: LimitSetRef | None = None,
+                 name: str | None = None) -> str:
     """``spc/<id>/limits`` as JSON text (:func:`limits_model`)."""
-    return limits_model(characteristic_id, evaluator, limit_set).model_dump_json()
+    return limits_model(characteristic_id, evaluator, limit_set, name).model_dump_json()
 
 
-def limits_model(characteristic_id: int, evaluator: Evaluator, limit_set: LimitSetRef | None = None) -> LimitsEvent:
+def limits_model(characteristic_id: int, evaluator: Evaluator, limit_set: LimitSetRef | None = None,
+                 name: str | None = None) -> LimitsEvent:
     """``spc/<id>/limits``: the current limits at the nominal n (nulls during the baseline).
 
     ``sigma`` is the 1-sigma zone width of the plotted statistic at the nominal n (above the
     centre line where the limits are asymmetric; a CUSUM's sigma of x, an EWMA's asymptotic sigma
     of z). ``reason`` says why a baseline gave no limits; ``statistic`` what to plot; ``limit_set``
-    which limit set this is, and ``effective_from`` its first sample.
+    which limit set this is, and ``effective_from`` its first sample; ``name`` the characteristic's.
     """
     spec = evaluator.spec
     limits = evaluator.limits()
@@ -95,7 +97,8 @@ def limits_model(characteristic_id: int, evaluator: Evaluator, limit_set: LimitS
         capability = CapabilityIndices(cp=indices.cp, cpk=indices.cpk, pp=indices.pp,
                                        ppk=indices.ppk, usl=spec.usl, lsl=spec.lsl)
     return LimitsEvent(
-        characteristic_id=characteristic_id, chart=spec.type.primary, phase=evaluator.phase,  # type: ignore[arg-type]
+        characteristic_id=characteristic_id, name=name,
+        chart=spec.type.primary, phase=evaluator.phase,  # type: ignore[arg-type]
         center=center, ucl=ucl, lcl=lcl, sigma=sigma, n=spec.subgroup_size,
         dispersion=dispersion, capability=capability, reason=evaluator.baseline_error,
         statistic=spec.memory.statistic if spec.memory is not None else "value",  # type: ignore[arg-type]

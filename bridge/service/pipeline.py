@@ -101,7 +101,7 @@ class Pipeline:
     def __init__(self, engine: Engine, bridge: str, configs: Sequence[CharacteristicConfig],
                  max_payload: int = 65536, capability_interval: float = 10.0,
                  reorder_timeout_s: float = 2.0, source: str = "configuration",
-                 permits: Callable[[str, str], bool] | None = None) -> None:
+                 role_of: Callable[[str], str | None] | None = None) -> None:
         self.engine = engine
         self.bridge = bridge
         self.max_payload = max_payload
@@ -109,7 +109,7 @@ class Pipeline:
         self.reorder_timeout_s = reorder_timeout_s
         self._configs = configs if isinstance(configs, Characteristics) else Characteristics(configs)
         self.source = source  # the file the configs come from (the audit trail's user: file:<source>)
-        self.permits = permits  # whether a user may send a command (bridge.service.roles); None: the broker decides
+        self.role_of = role_of  # a user's role (bridge.service.roles); None: the broker decides
         self.reason_codes: tuple[str, ...] = ()
         self.ingest_roots = self._configs.ingest_roots
         self.by_id: Registry = {}
@@ -189,7 +189,8 @@ class Pipeline:
                     if config.id in imported.reshaped:
                         state, waiting = None, None
                     spec = config.chart_spec()
-                    ch = Characteristic(config.id, spec, Assembler(spec, state, waiting), limit_set=current.get(config.id))
+                    ch = Characteristic(config.id, spec, Assembler(spec, state, waiting),
+                                        limit_set=current.get(config.id), name=config.name)
                     self.by_id[config.id] = ch
                     cause = None
                     if ch.limit_set is None or config.id in imported.changed:
@@ -339,7 +340,7 @@ class Pipeline:
                 for message, d in unseen:
                     touched[d.characteristic.id] = d.characteristic
                     self._accept(work, message, d)
-                context = CommandContext(self.by_id, touched, self.reason_codes, self.permits,
+                context = CommandContext(self.by_id, touched, self.reason_codes, self.role_of,
                                          lambda ch, cause: self._command_limits(conn, work, ch, cause), self)
                 out = self._commit(conn, work, touched, context)
         except Exception:
@@ -518,17 +519,18 @@ class Pipeline:
         row, first = self._new_limit_set(work, ch, cause)
         evaluator = ch.assembler.evaluator
         if row is None:
-            work.event(limits_topic(ch.id), events.limits_event(ch.id, evaluator, ch.limit_set), retain=True)
+            work.event(limits_topic(ch.id), events.limits_event(ch.id, evaluator, ch.limit_set, ch.name), retain=True)
             return
         ch.limit_set = LimitSetRef(0, row["version"], None)  # in force; its id once the batch writes it
-        work.limit_set(limits_topic(ch.id), NewLimitSet(ch, row, first), events.limits_model(ch.id, evaluator))
+        event = events.limits_model(ch.id, evaluator, name=ch.name)
+        work.limit_set(limits_topic(ch.id), NewLimitSet(ch, row, first), event)
 
     def _command_limits(self, conn: Connection, work: Batch, ch: Characteristic, cause: Cause) -> str:
         """Store the limit set a command made for ``ch``; its limits event's text (the command publishes it)."""
         row, _ = self._new_limit_set(work, ch, cause)
         if row is not None:
             [ch.limit_set] = limit_sets.insert_many(conn, [row])
-        return events.limits_event(ch.id, ch.assembler.evaluator, ch.limit_set)
+        return events.limits_event(ch.id, ch.assembler.evaluator, ch.limit_set, ch.name)
 
     def _new_limit_set(self, work: Batch, ch: Characteristic,
                        cause: Cause | None) -> tuple[dict[str, Any] | None, tuple[int, int] | None]:
@@ -580,7 +582,7 @@ class Pipeline:
             if ref is None or not ref.id or ref.effective_from is not None or sample_id is None:
                 continue
             ch.limit_set = limit_sets.set_effective_from(conn, ref, sample_id)
-            work.event(limits_topic(ch.id), events.limits_event(ch.id, ch.assembler.evaluator, ch.limit_set),
+            work.event(limits_topic(ch.id), events.limits_event(ch.id, ch.assembler.evaluator, ch.limit_set, ch.name),
                        retain=True)
 
     def _requests(self, conn: Connection, work: Batch, context: CommandContext) -> None:

@@ -18,6 +18,7 @@ class Characteristic:
     limits_at: float = 0.0  # monotonic time the limits event was last put in the outbox
     limit_set: LimitSetRef | None = None  # the limit set in force (bridge.store.limit_sets)
     topic: str | None = None  # the topic routed to it (None: a Sparkplug metric's, bound at start)
+    name: str = ""  # its name in the configuration
 
 
 Registry = dict[int, Characteristic]

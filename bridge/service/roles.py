@@ -1,12 +1,11 @@
-"""Who may send which command, as the bridge checks it besides the broker's ACL: the commands of each
-role in broker.roles, for the users of a users directory, read again whenever its users.toml changes.
+"""The role of each user of a users directory, read again whenever its users.toml changes: the bridge checks
+each command against the role's commands (broker.roles) besides the broker's ACL.
 (The bridge's own user may publish on every ``spc/`` topic, to clear retained requests, yet its role
 sends no command.)"""
 
 import logging
 from pathlib import Path
 
-from broker.roles import ROLES
 from broker.users import UserDirectory, UsersError
 
 log = logging.getLogger(__name__)
@@ -36,8 +35,7 @@ class UserRoles:
         self._stamp = stamp
         self._roles = {user.name: user.role for user in users}
 
-    def permits(self, user: str, command: str) -> bool:
-        """Whether ``user``'s role lets it send ``command``."""
+    def role(self, user: str) -> str | None:
+        """``user``'s role; None for a user the directory does not have."""
         self._load()
-        role = self._roles.get(user)
-        return role is not None and command in ROLES[role].commands
+        return self._roles.get(user)

@@ -69,7 +69,7 @@ class Bridge:
         self.pipeline = Pipeline(open_engine(settings.db_url), settings.client_id, configs,
                                  settings.max_payload, settings.capability_interval,
                                  settings.sparkplug_reorder_timeout, str(settings.config_path),
-                                 roles.permits if roles is not None else None)
+                                 roles.role if roles is not None else None)
         self.link = self._link(settings.client_id, self._confirmed)
         self.host_link: MqttLink | None = None  # the Sparkplug host's, when a characteristic has a metric
         self.publisher = Publisher(self.link.publish, self.pipeline.pending_after)

@@ -23,11 +23,12 @@ from bridge.contract import (
     START_BASELINE_COMMAND, CharacteristicRequest, RecalculateRequest, RulesRequest, SetLimitsRequest,
     StartBaselineRequest, limits_topic,
 )
-from bridge.service import catalog
+from bridge.service import catalog, events
 from bridge.service.command_context import Catalog, Cause, CommandContext
 from bridge.service.command_errors import CommandError, parse
 from bridge.service.messages import Event
 from bridge.service.registry import Characteristic
+from bridge.spc import ChartSpec
 from bridge.store import audit, queries
 
 _FIXED = ("center", "ucl", "lcl", "sigma")
@@ -83,19 +84,24 @@ def _limits_summary(ch: Characteristic) -> dict[str, Any]:
             "lcl": primary.lcl if primary else None}
 
 
+def _trial(ch: Characteristic, spec: ChartSpec, change: Callable[[Assembler], object]) -> Assembler:
+    """A copy of ``ch``'s chart with ``spec``, changed by ``change``."""
+    trial = Assembler(spec, ch.assembler.evaluator.state(), list(ch.assembler.pending))
+    try:
+        change(trial)
+    except ValueError as error:
+        raise CommandError(f"characteristic {ch.id}: {error}") from None
+    return trial
+
+
 def _apply(conn: Connection, context: CommandContext, ch: Characteristic, user: str, now: str,
-           command: str, reason: str, change: Callable[[Assembler], None],
+           command: str, reason: str, change: Callable[[Assembler], object],
            config: tuple[CharacteristicConfig, Any] | None = None, excluded: Sequence[int] = (),
            extra: dict[str, Any] | None = None) -> Result:
     """Try ``change`` on a copy of ``ch``'s chart (with ``config``'s spec if given: a new version of its
     configuration); if it holds, make it the running one, record and publish the new limit set."""
     spec = config[0].chart_spec() if config is not None else ch.spec
-    evaluator = ch.assembler.evaluator
-    trial = Assembler(spec, evaluator.state(), list(ch.assembler.pending))
-    try:
-        change(trial)
-    except ValueError as error:
-        raise CommandError(f"characteristic {ch.id}: {error}") from None
+    trial = _trial(ch, spec, change)
     before = _limits_summary(ch)
     context.change(ch)
     ch.spec, ch.assembler = spec, trial
@@ -115,7 +121,7 @@ def _apply(conn: Connection, context: CommandContext, ch: Characteristic, user: 
 def recalculate(conn: Connection, user: str, payload: bytes, now: str, context: CommandContext) -> Result:
     """The limits again from the current baseline without the samples given (or proposed)."""
     request = parse(RecalculateRequest, payload)
-    reason = reason_of(request.reason)
+    reason = request.reason if request.preview else reason_of(request.reason)
     ch = _running(context, request.characteristic_id)
     evaluator = ch.assembler.evaluator
     if not ch.spec.needs_baseline:
@@ -139,6 +145,10 @@ def recalculate(conn: Connection, user: str, payload: bytes, now: str, context: 
     if outside:
         raise CommandError(f"sample(s) {outside[:20]} are not in the current baseline of characteristic {ch.id}")
     indexes = [found[i][1] for i in ids]
+    if request.preview:
+        trial = _trial(ch, ch.spec, lambda trial: trial.evaluator.recalculate(indexes))
+        limits = events.limits_model(ch.id, trial.evaluator, name=ch.name).model_dump(mode="json")
+        return {"characteristic_id": ch.id, "preview": True, "limits": limits, "excluded_sample_ids": ids}, []
     return _apply(conn, context, ch, user, now, RECALCULATE_COMMAND, reason,
                   lambda trial: trial.evaluator.recalculate(indexes), excluded=ids,
                   extra={"excluded_sample_ids": ids})
@@ -220,7 +230,8 @@ def characteristic(conn: Connection, user: str, payload: bytes, now: str, contex
             assembler.evaluator.reestablish()
         except ValueError as error:
             raise CommandError(f"characteristic {cid}: {error}") from None
-    new = Characteristic(cid, spec, assembler, limit_set=running.limit_set if running is not None else None)
+    new = Characteristic(cid, spec, assembler, limit_set=running.limit_set if running is not None else None,
+                         name=config.name)
     version = 1 if stored is None else (stored.version or 1) + 1
     queries.save_characteristics(conn, [catalog.row(config, version, stored.imported if stored else None,
                                                     catalog_host.source_topic(config))])
