@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from bridge import version
 from bridge.bench.options import add_arguments as add_bench_arguments
 from bridge.config import ConfigError, add_settings_arguments, load_characteristics, settings_from_args
+from bridge.dashboard.site import DEFAULT_BROKER_WS, HOST_PLACEHOLDER
 from bridge.gateway.settings import add_gateway_arguments
 from bridge.logs import FORMAT_ENV, FORMATS, configure, hide_secret, report_failure
 from broker.roles import ROLES
@@ -158,7 +159,7 @@ def _demo(args: argparse.Namespace) -> int:
     from broker.embedded import BrokerStartError
 
     try:
-        return run_demo(args.port, args.ws_port, args.db, stop_on_signals(), args.seed)
+        return run_demo(args.port, args.ws_port, args.db, stop_on_signals(), args.seed, args.dashboard_port)
     except (BrokerStartError, DatabaseUnusable) as error:
         raise Failure(str(error)) from error
 
@@ -229,6 +230,17 @@ def _gateway(args: argparse.Namespace) -> int:
         return run_gateway(settings, stop_on_signals())
     except GatewayError as error:
         raise Failure(str(error)) from error
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from bridge.dashboard.server import run_dashboard
+    from bridge.dashboard.site import export
+
+    if args.export is not None:
+        written = export(args.export, args.broker_ws if args.broker_ws != DEFAULT_BROKER_WS else None)
+        print(f"wrote {len(written)} files to {args.export}")
+        return 0
+    return run_dashboard(args.host, args.port, args.broker_ws, stop_on_signals())
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -358,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Try it in one command: an embedded broker, the bridge, a SQLite "
                                "database and three simulated gauges on this machine.")
     _add_ports(demo)
+    demo.add_argument("--dashboard-port", type=int, default=8080, help="HTTP port of the dashboard (default 8080)")
     demo.add_argument("--db", default=None, metavar="URL",
                       help="database URL to keep the data in (default: a new SQLite file in a temporary "
                            "folder, deleted at exit)")
@@ -383,6 +396,20 @@ def build_parser() -> argparse.ArgumentParser:
                                   "events on the broker.")
     add_gateway_arguments(gateway)
     gateway.set_defaults(handler=_gateway)
+
+    dashboard = commands.add_parser("dashboard", help="serve the browser dashboard (it talks MQTT over WebSockets to "
+                                    "the broker)", description="Serve the dashboard's pages. The page logs in to "
+                                    "the broker's WebSocket listener with the user's own name and password.")
+    dashboard.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    dashboard.add_argument("--broker-ws", default=DEFAULT_BROKER_WS, metavar="URL",
+                           help="the broker's WebSocket URL the page connects to, ws:// or wss:// (default "
+                                f"{DEFAULT_BROKER_WS}: {HOST_PLACEHOLDER} is the host the page came from)")
+    dashboard.add_argument("--export", type=Path, default=None, metavar="DIR",
+                           help="write the files into DIR and exit (for Mosquitto's http_dir; without "
+                                "--broker-ws the page connects to the listener that served it)")
+    dashboard.set_defaults(handler=_dashboard)
 
     whole = commands.add_parser("bench", help="throughput, latency and memory of the bridge beside "
                                 "a bare relay, on its own broker", description="Measure the bridge's throughput, "

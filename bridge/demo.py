@@ -26,6 +26,7 @@ from bridge.config import CharacteristicConfig, Settings, parse_broker_url
 from bridge.contract import (
     ANY_CHARACTERISTIC, STATE_TOPIC, ack_topic, limits_topic, sample_topic, violation_topic,
 )
+from bridge.dashboard.server import DashboardServer
 from bridge.service.runner import Bridge
 from bridge.store.failures import shown
 from broker.embedded import BrokerThread
@@ -126,7 +127,7 @@ def _behaviour(gauge: Gauge) -> str:
             "then recovers")
 
 
-def banner(port: int, ws_port: int, database: str, configs: list[CharacteristicConfig]) -> str:
+def banner(port: int, ws_port: int, database: str, configs: list[CharacteristicConfig], dashboard: str) -> str:
     """What the demo prints once the bridge is connected: where things are and what to type."""
     width = max(len(g.topic) for g in GAUGES)
     gauges = "\n".join(
@@ -137,6 +138,7 @@ def banner(port: int, ws_port: int, database: str, configs: list[CharacteristicC
     return (
         f"spc-bridge demo: embedded broker on mqtt://{HOST}:{port} and ws://{HOST}:{ws_port}/mqtt "
         f"(localhost only, no passwords)\n"
+        f"  dashboard: {dashboard}/ (log in with any user name: the demo broker has no passwords)\n"
         f"  data: {database}\n"
         f"  gauges publish on (topic, characteristic, reading):\n{gauges}\n"
         f"  publish a reading yourself ({SHAFT.example} is beyond the limits of characteristic "
@@ -151,7 +153,7 @@ def banner(port: int, ws_port: int, database: str, configs: list[CharacteristicC
 
 
 def run_demo(port: int, ws_port: int, db_url: str | None, stop: threading.Event,
-             seed: int | None = None) -> int:
+             seed: int | None = None, dashboard_port: int = 8080) -> int:
     """Run everything until ``stop`` (Ctrl-C); the exit code.
 
     Without ``db_url`` the data goes to a new SQLite file in a temporary folder, deleted at exit;
@@ -167,6 +169,7 @@ def run_demo(port: int, ws_port: int, db_url: str | None, stop: threading.Event,
         else:
             database = f"{shown(db_url)} (kept)"
         cleanup.enter_context(BrokerThread(HOST, port, ws_port))
+        dashboard = cleanup.enter_context(DashboardServer(HOST, dashboard_port, f"ws://{HOST}:{ws_port}/mqtt"))
         settings = Settings(broker=parse_broker_url(f"mqtt://{HOST}:{port}"), db_url=db_url,
                             config_path=Path("demo"), client_id="spc-bridge-demo")
         bridge = Bridge(settings, configs)
@@ -186,7 +189,7 @@ def run_demo(port: int, ws_port: int, db_url: str | None, stop: threading.Event,
             if bridge.ready.wait(0.2) or not runner.is_alive():
                 break
         if runner.is_alive():
-            print(banner(port, ws_port, database, configs), flush=True)
+            print(banner(port, ws_port, database, configs, dashboard.base_url), flush=True)
         gauges.start()
         while runner.is_alive():
             runner.join(0.2)

@@ -68,8 +68,8 @@ class BrokerHandle(Listeners, Protocol):
         """Stop the broker."""
 
 
-def terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM a broker process by PID, SIGKILL if it has not exited within STOP_TIMEOUT."""
+def terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    """SIGTERM a process by PID, SIGKILL if it has not exited within STOP_TIMEOUT."""
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
         try:

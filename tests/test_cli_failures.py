@@ -175,7 +175,7 @@ def test_version_and_help() -> None:
     assert result.returncode == 0 and result.stdout.strip() == f"spc-bridge {version('spc-bridge')}"
     text = spc_bridge("--help").stdout
     assert "README.md" in text and "``" not in text and "wires the parts" not in text
-    for command in ("run", "broker", "user", "demo", "tail", "gateway", "bench", "bench-engine"):
+    for command in ("run", "broker", "user", "demo", "tail", "gateway", "dashboard", "bench", "bench-engine"):
         assert f"\n    {command} " in text, text
         described = spc_bridge(*command.split(), "--help").stdout
         assert "-v, --verbose" in described and "--log-format" in described, described

@@ -37,7 +37,8 @@ class DemoBroker:
 def _demo(tmp_path: Path, name: str, *options: str) -> tuple[ChildProcess, DemoBroker]:
     """A started demo on free ports, logging to ``name``.log."""
     broker = DemoBroker(HOST, free_port(), free_port())
-    demo = ChildProcess(["demo", "--port", str(broker.port), "--ws-port", str(broker.ws_port), *options],
+    demo = ChildProcess(["demo", "--port", str(broker.port), "--ws-port", str(broker.ws_port), "--dashboard-port",
+                         str(free_port()), *options],
                         tmp_path / f"{name}.log", READY)
     demo.start()
     return demo, broker

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.dashboard.site import site
 from tests.brokers import HOST, free_port, wait_for_ports
 from tests.checkout import checkout, installed_venv
 from tests.processes import REPO, ChildProcess
@@ -60,13 +62,25 @@ def test_the_installed_package_is_the_wheel_not_the_repository(venv_bin: Path, t
 def test_the_installed_broker_and_demo_start_and_stop(venv_bin: Path, tmp_path: Path) -> None:
     for name, args in (("broker", ["--allow-anonymous"]), ("demo", ["--db", f"sqlite:///{tmp_path / 'demo.db'}"])):
         port, ws_port = free_port(), free_port()
-        child = ChildProcess([name, "--port", str(port), "--ws-port", str(ws_port), *args], tmp_path / f"{name}.log",
-                             "Ctrl-C stops it", command=[str(venv_bin / "spc-bridge")], cwd=tmp_path)
+        extra = ["--dashboard-port", str(free_port())] if name == "demo" else []
+        child = ChildProcess([name, "--port", str(port), "--ws-port", str(ws_port), *extra, *args],
+                             tmp_path / f"{name}.log", "Ctrl-C stops it", command=[str(venv_bin / "spc-bridge")],
+                             cwd=tmp_path)
         child.start()
         try:
             wait_for_ports(HOST, (port, ws_port), 10.0, lambda: child.proc is not None and child.proc.poll() is None)
         finally:
             assert child.stop() == 0, child.output()
+
+
+def test_the_installed_dashboard_has_every_file_of_the_page(venv_bin: Path, tmp_path: Path,
+                                                             elsewhere: dict[str, str]) -> None:
+    # No build step at install: the page, its modules and the vendored libraries come in the wheel.
+    script = "import json; from bridge.dashboard.site import site; print(json.dumps(sorted(site(None))))"
+    done = run([str(venv_bin / "python"), "-c", script], tmp_path, elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == sorted(site(None))
+    assert {"/index.html", "/js/main.js", "/vendor/mqtt.min.js", "/vendor/uPlot.iife.min.js"} <= set(site(None))
 
 
 def test_the_bench_runs_its_mosquitto_from_the_shipped_configuration_and_plugin_source(

@@ -16,7 +16,7 @@ from tests.processes import REPO
 README = REPO / "README.md"
 DOCS = REPO / "docs"
 MAX_README_BYTES = 30 * 1024
-DEMO_COMMAND = "spc-bridge demo --port 11883 --ws-port 19001"
+DEMO_COMMAND = "spc-bridge demo --port 11883 --ws-port 19001 --dashboard-port 18080"
 TEST_COMMAND = "bash .ci/run"
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", flags=re.DOTALL | re.MULTILINE)
 TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```", flags=re.DOTALL | re.MULTILINE)

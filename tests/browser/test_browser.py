@@ -25,7 +25,7 @@ import pytest
 from bridge.contract import (
     ACK_COMMAND, ack_topic, limits_topic, request_topic, response_topic, sample_topic, violation_topic,
 )
-from tests.brokers import HOST, BrokerHandle, EmbeddedBrokerThread, free_port
+from tests.brokers import HOST, BrokerHandle, EmbeddedBrokerThread, free_port, terminate
 from tests.credentials import password
 from tests.dashboards import (
     BORE, BORE_TOPIC, SHAFT, SHAFT_TOPIC, EventWatcher, GatewayProcess, acknowledge, gauge_readings, start_bridge,
@@ -100,13 +100,7 @@ class Browser:
 
     def stop(self) -> None:
         """End the driver by PID: it closes Chromium itself; SIGKILL if it has not exited in time."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT)
+        terminate(self.proc)
 
     def _read_reports(self) -> None:
         assert self.proc.stdout is not None
