@@ -241,6 +241,7 @@ def test_c_violation_shown_within_a_second(pilot: Pilot, stack: Stack, pages: li
               for vid, (at, _) in zip(ids, arrivals)}
     slow = {vid: d for vid, d in delays.items() if max(d.values()) >= DISPLAY_LIMIT}
     assert not slow, f"shown later than {DISPLAY_LIMIT} s after the event (s): {delays}"
+    pilot.wait_for(page, expression=f"{text_of('#inbox-count')} === '{len(ids)}'", timeout=5)  # the header's count
     markers = pilot.evaluate(page, "window.spcDashboard.chart.markers()")
     by_id = {str(m["violation_id"]): m for m in markers}
     for _, body in arrivals:

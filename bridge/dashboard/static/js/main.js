@@ -74,7 +74,7 @@ function start(session, store) {
   });
   route();
 
-  const count = perFrame(() => { $("inbox-count").textContent = String(store.openViolations().length); });
+  const count = perFrame(() => { $("inbox-count").textContent = String(store.openCount); });
   store.addEventListener("violations", count);
   count();
 }

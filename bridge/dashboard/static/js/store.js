@@ -10,7 +10,7 @@ const PREFIX = TOPICS.sample.split("{id}")[0];
 /** A characteristic's state; samples are kept only once its history was asked for (its chart opened). */
 function newCharacteristic(id) {
   return { id, name: "", limits: null, status: null, samples: [], violations: new Map(), limitSets: [],
-           revision: null, proposed: new Set(), historyLoaded: false, last: null, _acks: new Map() };
+           revision: null, proposed: new Set(), historyLoaded: false, last: null, open: 0, _acks: new Map() };
 }
 
 /** The limits in force now (nulls during a baseline). */
@@ -57,6 +57,7 @@ export class Store extends EventTarget {
     this._loading = new Map();
     this._queue = [];
     this._running = 0;
+    this.openCount = 0;  // unacknowledged violations held, of every characteristic
   }
 
   /** The characteristic ``id``, or undefined. */
@@ -122,8 +123,7 @@ export class Store extends EventTarget {
   refresh(session, { all = false } = {}) {
     const jobs = [];
     for (const ch of this.characteristics.values()) {
-      const open = [...ch.violations.values()].filter((v) => !v.ack).length;
-      if ((all && ch.historyLoaded) || (ch.status?.open_violations ?? 0) > open) {
+      if ((all && ch.historyLoaded) || (ch.status?.open_violations ?? 0) > ch.open) {
         jobs.push(this.ensureHistory(ch.id, session, { force: true }).catch(() => null));
       }
     }
@@ -146,7 +146,7 @@ export class Store extends EventTarget {
       ch.violations.set(v.violation_id, { ...v, ack: known?.ack ?? v.ack ?? ch._acks.get(v.violation_id) ?? null });
     }
     ch.historyLoaded = true;
-    this._prune(ch);
+    this._settle(ch);
     this._emit("samples", { id, sample: null });
     this._emit("violations", { id });
     this._emit("limits", { id });
@@ -205,7 +205,7 @@ export class Store extends EventTarget {
     ch.violations.set(violation.violation_id,
                       { ...violation, ack: known?.ack ?? ch._acks.get(violation.violation_id) ?? null });
     ch._acks.delete(violation.violation_id);
-    this._prune(ch);
+    this._settle(ch);
     this._emit("violations", { id: ch.id });
     this._emit("characteristic", { id: ch.id });
   }
@@ -222,14 +222,17 @@ export class Store extends EventTarget {
       const sampleId = violation?.sample_id;
       if (sampleId != null) ch.proposed.add(sampleId);
     }
-    this._prune(ch);
+    this._settle(ch);
     this._emit("violations", { id: ch.id });
     this._emit("characteristic", { id: ch.id });
   }
 
-  /** Keep every open violation and the newest acknowledged ones. */
-  _prune(ch) {
+  /** Keep every open violation and the newest acknowledged ones; count the open ones. */
+  _settle(ch) {
     const acknowledged = [...ch.violations.values()].filter((v) => v.ack).map((v) => v.violation_id);
+    const open = ch.violations.size - acknowledged.length;
+    this.openCount += open - ch.open;
+    ch.open = open;
     if (acknowledged.length <= MAX_ACKNOWLEDGED) return;
     acknowledged.sort((a, b) => a - b);
     for (const old of acknowledged.slice(0, acknowledged.length - MAX_ACKNOWLEDGED)) ch.violations.delete(old);
