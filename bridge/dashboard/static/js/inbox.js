@@ -38,7 +38,7 @@ function stateText(ack) {
   return text;
 }
 
-const isAcknowledged = (violation) => Boolean(violation.ack && violation.ack.acknowledged !== false);
+const isAcknowledged = (violation) => violation.ack !== null;  // the store sets ack only once acknowledged
 
 /** Newest acknowledgement first (ISO times compare as text), then the newest violation. */
 const byAckTime = (a, b) => String(b.ack.ack_time).localeCompare(String(a.ack.ack_time))
@@ -220,7 +220,7 @@ export function createInbox(root, { store, session, characteristicId = null }) {
     dirty.clear();
     waiting.clear();
 
-    const open = store.openViolations(characteristicId).filter((v) => !isAcknowledged(v));
+    const open = store.openViolations(characteristicId);
     openIds = open.map((v) => v.violation_id);
     const openSet = new Set(openIds);
     for (const id of selected) if (!openSet.has(id)) selected.delete(id);

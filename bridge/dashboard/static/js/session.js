@@ -38,6 +38,7 @@ export class Session extends EventTarget {
     this._pending = new Map();
     this._next = 1;
     this._connectedOnce = false;
+    this._responses = topic(RESPONSE_TOPIC, { user, command: "" });  // the prefix of this user's answers
     /** @type {(topic: string, payload: string) => void} */ this.onEvent = () => {};
   }
 
@@ -151,8 +152,7 @@ export class Session extends EventTarget {
       this.dispatchEvent(new CustomEvent("bridge", { detail: { state: this.bridge } }));
       return;
     }
-    const responses = topic(RESPONSE_TOPIC, { user: this.user, command: "" });
-    if (name.startsWith(responses)) {
+    if (name.startsWith(this._responses)) {
       let response;
       try { response = JSON.parse(text); } catch { return; }
       this._pending.get(response.transaction)?.(response);
