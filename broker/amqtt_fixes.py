@@ -10,10 +10,11 @@ session (clean_session=False) therefore never sees it again, although amqtt rese
 `ProtocolHandler.start`, handler.py:134 and :174-193; the broker reuses the Session object, broker.py:517-530,
 and starts the new connection's handler on it, broker.py:579-593).
 
-`AtLeastOnceBrokerHandler` puts an unacknowledged outgoing QoS 1 message back into `inflight_out` when that
-flow ends, and honours a PUBACK that comes after the 5 s wait, which amqtt ignores (handler.py:677-688).
-QoS 2 is left as amqtt has it: we use QoS 1 only, and its flow frees the packet id before PUBCOMP
-(handler.py:393-395), so keeping it would take more than this.
+`AtLeastOnceBrokerHandler` leaves an outgoing QoS 1 message in `inflight_out` from before it is sent until its
+PUBACK settles it, however late (amqtt ignores a PUBACK after its 5 s wait, handler.py:677-688). Without that
+wait it also costs less: amqtt's timer, future and `wait_for` per message were a tenth of the broker's time
+while it drained a backlog. QoS 2 is left as amqtt has it: we use QoS 1 only, and its flow frees the packet id
+before PUBCOMP (handler.py:393-395), so keeping it would take more than this.
 
 Keep-alive: amqtt's reader waits the session's keep-alive for each packet and calls `handle_read_timeout` when
 the wait runs out (handler.py:466 and :537-539), but the broker's handler does nothing there
@@ -25,76 +26,73 @@ ends the session (broker.py:672-697).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import Any
 
 from amqtt.mqtt.constants import QOS_1
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.puback import PubackPacket
-from amqtt.session import (
-    IncomingApplicationMessage,
-    OutgoingApplicationMessage,
-    Session,
-)
+from amqtt.session import IncomingApplicationMessage, OutgoingApplicationMessage
 
 __all__ = ["AtLeastOnceBrokerHandler", "KeepAliveBrokerHandler"]
 
 _logger = logging.getLogger(__name__)
-
-
-def _keep_unacknowledged(
-    session: Session | None, message: IncomingApplicationMessage | OutgoingApplicationMessage
-) -> bool:
-    """Put `message` back into its session's in-flight messages unless the client acknowledged it.
-
-    Returns whether the message is now waiting there for the session's next connection.
-    """
-    if (
-        session is None
-        or not isinstance(message, OutgoingApplicationMessage)
-        or message.packet_id is None
-        or message.puback_packet is not None
-    ):
-        return False
-    # The packet id cannot belong to another message: amqtt removed this one in the same step, with no await
-    # in between, and it never hands out an id that is in flight (amqtt/session.py:225-235).
-    session.inflight_out.setdefault(message.packet_id, message)
-    return True
+ROOM_CHECK_S = 1.0  # how often a wait for room in flight looks whether the connection is still there
 
 
 class AtLeastOnceBrokerHandler(BrokerProtocolHandler):
-    """amqtt's broker-side handler, keeping QoS 1 messages until the client acknowledges them (amqtt #401)."""
+    """amqtt's broker-side handler, keeping QoS 1 messages until the client acknowledges them (amqtt #401).
+
+    An outgoing QoS 1 message is put in the session's in-flight messages, sent, and left there until its PUBACK
+    comes, however late: no 5 s wait that forgets it, and no timer and future per message. Whatever is still in
+    flight when the connection ends goes again, with DUP set, on the session's next connection (amqtt's
+    `_retry_deliveries`). Incoming messages and QoS 2 keep amqtt's flows.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acknowledged = asyncio.Event()  # set by each PUBACK that settles a message
 
     async def _handle_qos1_message_flow(
         self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
     ) -> None:
-        session = self.session  # read once: the flow can outlive the connection it started on
-        try:
+        session = self.session
+        if session is None or not isinstance(app_message, OutgoingApplicationMessage) or app_message.packet_id is None:
             await super()._handle_qos1_message_flow(app_message)
-        except TimeoutError:
-            # amqtt's 5 s wait for the PUBACK ran out. The message is kept below and goes again with the
-            # session's next connection, unless a late PUBACK settles it first, so this is no failure;
-            # raising would make the broadcast loop log "Task failed and will be skipped" with a traceback.
-            if session is None or not isinstance(app_message, OutgoingApplicationMessage):
-                raise
-            _logger.debug("QoS 1 message %s kept for redelivery: no PUBACK yet", app_message.packet_id)
-        finally:
-            # Also on cancellation: the client disconnected (handler.py:139) or the broker is stopping.
-            _keep_unacknowledged(session, app_message)
+            return
+        # In flight before it is sent: a PUBACK can only settle what is there, and a disconnection while it is
+        # written leaves it for the next connection.
+        session.inflight_out.setdefault(app_message.packet_id, app_message)
+        packet = app_message.build_publish_packet(dup=app_message.publish_packet is not None)
+        await self._send_packet(packet)
+        app_message.publish_packet = packet
 
     async def handle_puback(self, puback: PubackPacket) -> None:
         packet_id = puback.variable_header.packet_id if puback.variable_header is not None else None
-        waiter = self._puback_waiters.get(packet_id) if packet_id is not None else None
-        if waiter is None or waiter.done():
-            # Nobody waits for it any more (amqtt stopped waiting after 5 s): settle the kept message here,
-            # otherwise it would be sent again, although acknowledged, on the next connection.
-            session = self.session
-            message = session.inflight_out.get(packet_id) if session is not None else None
-            if isinstance(message, OutgoingApplicationMessage) and message.qos == QOS_1 and message.puback_packet is None:
-                message.puback_packet = puback
-                del session.inflight_out[packet_id]
-                _logger.debug("late PUBACK for QoS 1 message %s", packet_id)
-                return
-        await super().handle_puback(puback)
+        if packet_id in self._puback_waiters:  # a flow of amqtt's own waits for it
+            await super().handle_puback(puback)
+            return
+        session = self.session
+        message = session.inflight_out.get(packet_id) if session is not None and packet_id is not None else None
+        if isinstance(message, OutgoingApplicationMessage) and message.qos == QOS_1 and message.puback_packet is None:
+            message.puback_packet = puback
+            del session.inflight_out[packet_id]  # type: ignore[union-attr]
+            self._acknowledged.set()
+            return
+        _logger.debug("PUBACK for QoS 1 message %s, which is not in flight", packet_id)
+
+    async def room(self, limit: int) -> bool:
+        """Wait until fewer than ``limit`` messages of the session are in flight to the client; False, at once or
+        within ROOM_CHECK_S, if this connection has ended meanwhile."""
+        session = self.session
+        while session is not None and len(session.inflight_out) >= limit:
+            if self.writer is None or getattr(self.writer, "is_closed", False):
+                return False
+            self._acknowledged.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acknowledged.wait(), ROOM_CHECK_S)
+        return session is not None and self.writer is not None and not getattr(self.writer, "is_closed", False)
 
 
 class KeepAliveBrokerHandler(BrokerProtocolHandler):

@@ -181,6 +181,28 @@ class MosquittoProcess(_BrokerUrl):
             self.stop()
             raise RuntimeError(f"{exc}; mosquitto log:\n{self.log_tail()}") from None
 
+    def save(self) -> None:
+        """Make Mosquitto write its database now (SIGUSR1) and wait (bounded) until the new file is in place:
+        what it holds then survives a SIGKILL, whatever mosquitto.conf's autosave_interval."""
+        if self._proc is None:
+            raise RuntimeError("mosquitto is not running")
+        database = self.workdir / "mosquitto.db"
+
+        def stamp() -> tuple[int, int] | None:
+            try:
+                found = database.stat()
+            except FileNotFoundError:
+                return None
+            return found.st_ino, found.st_mtime_ns
+
+        before = stamp()
+        os.kill(self._proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + START_TIMEOUT
+        while stamp() in (before, None):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mosquitto did not save its database within {START_TIMEOUT} s")
+            time.sleep(0.02)
+
     def stop(self) -> None:
         """Stop Mosquitto by PID: SIGTERM (it saves its database), SIGKILL if it has not exited within STOP_TIMEOUT."""
         proc, self._proc = self._proc, None
@@ -328,9 +350,10 @@ class MqttProbe:
             self.close()
             raise ConnectionRefused(f"{where} refused {user!r}: {self._refusal}")
 
-    def subscribe(self, topic: str, qos: int = 1) -> None:
-        """Subscribe, wait for the SUBACK and raise if the broker refused."""
-        result, mid = self.client.subscribe(topic, qos)
+    def subscribe(self, topic: str | list[str], qos: int = 1) -> None:
+        """Subscribe to a filter (or several in one SUBSCRIBE), wait for the SUBACK and raise if the broker
+        refused."""
+        result, mid = self.client.subscribe(topic if isinstance(topic, str) else [(t, qos) for t in topic], qos)
         if mid is None:
             raise ConnectionError(f"subscribe to {topic!r} failed: {result}")
         with self._changed:

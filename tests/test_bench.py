@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from bridge.bench import options, sources
+from bridge.bench import markdown, options, sources
 from bridge.bench.poison import KINDS
 from tests.processes import REPO
 
-POSITIVE = ("drain_rate", "relay_rate", "ratio", "live_rate", "relay_live_rate", "latency_p50_ms",
-            "latency_p99_ms", "latency_max_ms", "peak_memory_bytes")
+POSITIVE = ("drain_rate", "relay_rate", "ratio", "ceiling_rate", "ceiling_ratio", "live_rate", "relay_live_rate",
+            "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "peak_memory_bytes")
 POISON = ("poison_messages", "poison_drain_rate", "poison_drain_ratio", "poison_latency_p50_ms",
           "poison_latency_p99_ms", "poison_latency_max_ms", "poison_latency_p50_ratio",
           "poison_latency_p99_ratio")
@@ -36,6 +36,7 @@ def _check_figures(figures: dict[str, Any], broker: str, characteristics: int) -
     assert figures["broker"] == broker
     for key in POSITIVE:
         assert figures[key] > 0, (key, figures)
+    assert figures["ceiling_ratio"] == pytest.approx(figures["drain_rate"] / figures["ceiling_rate"], rel=0.01)
     # 0 when even the lowest offered rate fell behind, which a slow machine may see in 1 s steps
     assert figures["max_rate"] >= 0 and figures["relay_max_rate"] >= 0
     # a thousand characteristics cost megabytes; a hundred are lost in the noise of the RSS
@@ -62,6 +63,10 @@ def test_bench_quick_embedded() -> None:
     _check_figures(figures, "embedded", 100)
     assert not any(key.startswith("poison") for key in figures), figures
     assert "source" not in figures, figures
+    # docs/performance.md's table is made from such output: a row per figure, the run's values in its column
+    rows = markdown.table([figures], ["run"]).splitlines()
+    assert len(rows) == 2 + len(markdown.ROWS), rows
+    assert f"| {figures['drain_rate']:,} |" in rows[2 + 2] and f"| {figures['ceiling_rate']:,} |" in rows[2 + 5], rows
 
 
 def test_bench_quick_mosquitto_with_sparkplug() -> None:

@@ -101,7 +101,7 @@ def test_kill_broker_while_the_bridge_drains(broker: MosquittoProcess, tmp_path:
         bridge.stop()
         gauges.start()
         gauges.wait(60)
-        time.sleep(6)  # past mosquitto.conf's autosave_interval: the backlog is on disk
+        broker.save()  # the backlog is on disk, as after mosquitto.conf's autosave_interval
         bridge.start()
         wait_until(lambda: query(db, "select count(*) from readings")[0][0] > 1000, 60, "the drain")
         assert broker.pid is not None

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from bridge.bench.ceiling import CeilingSystem
 from bridge.bench.load import Load, LoadResult, publish_one, run_load
 from bridge.bench.poison import Mix
 from bridge.bench.progress import Progress
@@ -155,6 +156,17 @@ def drain(run: Run, system: System, count: int, poison: Mix | None = None) -> Dr
         connected = time.time()
         arrivals = run.wait(result.published, "drain")
     return Drain(len(arrivals) + result.poison.total(), arrivals[-1].at - connected)
+
+
+def ceiling_drain(run: Run, ceiling: CeilingSystem, count: int) -> Drain:
+    """The same drain for a bare paho subscriber (``ceiling.py``): ``count`` QoS 1 readings queued on its
+    session, timed from its connection to the last reading's arrival."""
+    run.progress.phase(f"{ceiling.name}: queueing {count:,} QoS 1 readings for a bare paho subscriber")
+    ceiling.subscribe()
+    with run.load(count=count, qos=1) as result:
+        run.progress.phase(f"{ceiling.name}: a bare paho subscriber draining {count:,} readings")
+        connected, last = ceiling.drain(result.published)
+    return Drain(result.published, last - connected)
 
 
 def source_drain(run: Run, system: System, messages: int) -> Drain:

@@ -75,6 +75,7 @@ class Report:
     latency_rate: float
     bridge: Figures
     relay: Figures
+    ceiling: Drain  # a bare paho subscriber's drain of the same backlog
     memory: Memory
     poisoned: Poisoned | None = None
     source: SourceFigures | None = None
@@ -83,6 +84,11 @@ class Report:
     def ratio(self) -> float:
         """The headline: the bridge's drain rate over the bare relay's."""
         return self.bridge.drain.rate / self.relay.drain.rate
+
+    @property
+    def ceiling_ratio(self) -> float:
+        """The bridge's drain rate over a bare paho subscriber's: how near it comes to any Python consumer."""
+        return self.bridge.drain.rate / self.ceiling.rate
 
     def machine(self) -> str:
         """Cores and interpreter, because absolute figures depend on them."""
@@ -105,6 +111,7 @@ class Report:
                 f"{prefix}latency_max_ms": round(figures.latency.max * 1000, 2),
             }
         out["relay_rate"] = out.pop("relay_drain_rate")
+        out |= {"ceiling_rate": round(self.ceiling.rate), "ceiling_ratio": round(self.ceiling_ratio, 3)}
         out |= {
             "peak_memory_bytes": self.memory.peak,
             "memory_per_characteristic_bytes": round(self.memory.per_characteristic),
@@ -185,5 +192,7 @@ class Report:
                 f"{s.kind} source: {s.drain.count:,} readings in {s.messages:,} messages of {s.per_message} "
                 f"readings ({s.how()}): {s.drain.rate:,.0f} readings/s, {s.drain.rate / b.drain.rate:.2f}x the JSON "
                 f"drain's {b.drain.rate:,.0f}; no bare relay run for this source")
+        lines.append(f"ceiling: a bare paho subscriber drains the same backlog at {self.ceiling.rate:,.0f} "
+                     f"readings/s; the bridge reaches {self.ceiling_ratio:.2f}x of it")
         lines.append(f"headline: the bridge drains {self.ratio:.2f}x as fast as a bare aiomqtt relay")
         return "\n".join(lines)

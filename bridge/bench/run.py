@@ -14,13 +14,14 @@ from typing import TypeVar
 
 from bridge.bench import phases, poison
 from bridge.bench.brokers import BenchBroker, client_id, open_broker
+from bridge.bench.ceiling import CeilingSystem
 from bridge.bench.options import Options
-from bridge.bench.phases import OVERLOAD, Run
+from bridge.bench.phases import OVERLOAD, Drain, Run
 from bridge.bench.poison import Mix
 from bridge.bench.progress import Progress
 from bridge.bench.report import Figures, Memory, Poisoned, Report, SourceFigures
 from bridge.bench.subscriber import Collector
-from bridge.bench.systems import BridgeSystem, RelaySystem, System
+from bridge.bench.systems import BridgeSystem, RelaySystem, System, end_session
 from bridge.bench.workload import Workload
 
 LATENCY_RATE = 1000.0  # readings per second
@@ -155,6 +156,20 @@ def _source(broker: BenchBroker, workdir: Path, options: Options, progress: Prog
     return _with_collector(broker, bridge, workload, options, progress, _measure_source)
 
 
+def _ceiling(broker: BenchBroker, workdir: Path, config: Path, workload: Workload, options: Options,
+             progress: Progress) -> Drain:
+    """The drain of the same backlog by a bare paho subscriber (``ceiling.py``); its session ended after."""
+    ceiling = CeilingSystem(workdir, broker.url, config, client_id(broker.url, "ceiling"))
+    # a Run needs a subscriber to events; the ceiling counts what it takes itself, so this one listens to nothing
+    collector = Collector(broker.url, "bench/none", client_id(broker.url, "ceiling-subscriber"))
+    try:
+        return phases.ceiling_drain(Run(broker.url, workload, options.gauges, options.qos, collector, progress),
+                                    ceiling, options.backlog)
+    finally:
+        collector.close()
+        end_session(broker.url, ceiling.client_id)
+
+
 def run_bench(options: Options, progress: Progress) -> Report:
     """Run every phase against the chosen broker; stops everything it started."""
     with tempfile.TemporaryDirectory(prefix="spc-bench-") as tmp:
@@ -168,6 +183,7 @@ def run_bench(options: Options, progress: Progress) -> Report:
                                                           client_id(broker.url, "bridge")),
                                      workload, options, progress, _measure)
             source = _source(broker, workdir, options, progress) if options.source != "json" else None
+            ceiling = _ceiling(broker, workdir, config, workload, options, progress)
             relay = _with_collector(broker, RelaySystem(workdir, broker.url, config,
                                                         client_id(broker.url, "relay")),
                                     workload, options, progress, _measure)
@@ -178,7 +194,7 @@ def run_bench(options: Options, progress: Progress) -> Report:
             progress.done()
     per_characteristic = (bridge.loaded - baseline) / max(1, options.characteristics - 1)
     return Report(broker.kind, options.qos, options.characteristics, options.gauges,
-                  options.duration, options.backlog, LATENCY_RATE, bridge.figures, relay.figures,
+                  options.duration, options.backlog, LATENCY_RATE, bridge.figures, relay.figures, ceiling,
                   Memory(bridge.peak, per_characteristic, bridge.growth), bridge.poisoned, source)
 
 

@@ -18,6 +18,26 @@ CONNECTED = "MQTT Connected"
 SESSION_TIMEOUT_S = 30.0
 
 
+def end_session(url: str, client_id: str) -> None:
+    """End the persistent session of ``client_id`` (a clean-session connection under it): else the broker
+    would queue every later reading for it, and the next system measured would pay for that."""
+    broker = parse_broker_url(url)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
+                         protocol=paho.MQTTv311)
+    if broker.username is not None:
+        client.username_pw_set(broker.username, broker.password)
+    connected = threading.Event()
+    client.on_connect = lambda _c, _u, _f, reason, _p: connected.set()
+    client.connect(broker.host, broker.port, keepalive=30)
+    client.loop_start()
+    try:
+        if not connected.wait(SESSION_TIMEOUT_S):
+            raise TimeoutError(f"could not end the session of {client_id}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 class System:
     """A child process that turns each reading into one event on ``events``."""
 
@@ -45,24 +65,8 @@ class System:
         return self.process.memory()
 
     def discard_session(self) -> None:
-        """Once it is stopped for good, end its persistent session (a clean-session connection
-        under its client id): else the broker would queue every later reading for it, and the
-        next system measured would pay for that."""
-        broker = parse_broker_url(self.url)
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             clean_session=True, protocol=paho.MQTTv311)
-        if broker.username is not None:
-            client.username_pw_set(broker.username, broker.password)
-        connected = threading.Event()
-        client.on_connect = lambda _c, _u, _f, reason, _p: connected.set()
-        client.connect(broker.host, broker.port, keepalive=30)
-        client.loop_start()
-        try:
-            if not connected.wait(SESSION_TIMEOUT_S):
-                raise TimeoutError(f"could not end the session of {self.client_id}")
-        finally:
-            client.disconnect()
-            client.loop_stop()
+        """Once it is stopped for good, end its persistent session (``end_session``)."""
+        end_session(self.url, self.client_id)
 
 
 class BridgeSystem(System):

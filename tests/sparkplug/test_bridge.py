@@ -37,7 +37,6 @@ NODE_METRICS = [metric(0, "Int32", name="Spindle/Offset", alias=1)]
 DEVICE_METRICS = [metric(74.0, "Double", name="Bore/Diameter", alias=2)]
 STATE = "spBv1.0/STATE/bridge"
 WAIT = 20.0
-AUTOSAVE_S = 6.0  # mosquitto.conf: autosave_interval 5
 
 
 class Cell:
@@ -199,7 +198,7 @@ def test_a_lost_broker_connection_makes_the_characteristics_stale(mosquitto: Mos
                 edge.nbirth(NODE_METRICS)
                 wait_until(lambda: any(not json.loads(m.payload)["stale"] for m in probe.received("spc/2/status")),
                            WAIT, "characteristic 2 live")
-                time.sleep(AUTOSAVE_S)  # Mosquitto saves the watcher's session, which a SIGKILL would not
+                mosquitto.save()  # the watcher's session is on disk, which a SIGKILL would not save
                 os.kill(mosquitto.pid, signal.SIGKILL)  # no will goes out: only the connections are lost
                 mosquitto.stop()
                 mosquitto.start()
