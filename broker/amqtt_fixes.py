@@ -86,13 +86,15 @@ class AtLeastOnceBrokerHandler(BrokerProtocolHandler):
         """Wait until fewer than ``limit`` messages of the session are in flight to the client; False, at once or
         within ROOM_CHECK_S, if this connection has ended meanwhile."""
         session = self.session
-        while session is not None and len(session.inflight_out) >= limit:
-            if self.writer is None or getattr(self.writer, "is_closed", False):
-                return False
+        while self._writable() and session is not None and len(session.inflight_out) >= limit:
             self._acknowledged.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._acknowledged.wait(), ROOM_CHECK_S)
-        return session is not None and self.writer is not None and not getattr(self.writer, "is_closed", False)
+        return self._writable() and session is not None
+
+    def _writable(self) -> bool:
+        """Whether this connection's writer is still open."""
+        return self.writer is not None and not getattr(self.writer, "is_closed", False)
 
 
 class KeepAliveBrokerHandler(BrokerProtocolHandler):

@@ -90,17 +90,24 @@ class IndexedBroker(Broker):
         return [retained for topic, retained in list(self._retained_messages.items())
                 if self._matches(topic, topic_filter)]
 
+    def _subscribers_of(self, topic: str) -> list[Subscribers]:
+        """The subscribers of each filter that matches ``topic``."""
+        try:
+            return list(self._subscriptions.matching(topic))
+        except RecursionError:
+            # paho's trie recurses once per level that a topic shares with a filter: a topic deeper than Python's
+            # recursion limit (thousands of levels fit in an MQTT topic) is matched by amqtt's own scan instead.
+            return [subscribers for topic_filter, subscribers in self._subscriptions.items()
+                    if self._matches(topic, topic_filter)]
+
     async def _run_broadcast(self, running_tasks: Any) -> None:
         # amqtt's _run_broadcast (broker.py:1009-1067) with the scan over every filter replaced by the index.
         broadcast = await self._broadcast_queue.get()
         topic = broadcast["topic"]
-        for subscribers in list(self._subscriptions.matching(topic)):
+        for subscribers in self._subscribers_of(topic):
             for target_session, sub_qos in list(subscribers):
                 qos = broadcast.get("qos", sub_qos)
                 if not await self._topic_filtering(target_session, topic=topic, action=Action.RECEIVE):
-                    continue
-                if target_session.transitions.state == "connected" and target_session.client_id in self.draining:
-                    await self._retain_broadcast_message(broadcast, qos, target_session)
                     continue
                 if target_session.transitions.state != "connected":
                     # Kept for a persistent session that is away, at QoS 1 and 2 [MQTT-3.1.2-5], unless its
@@ -108,6 +115,9 @@ class IndexedBroker(Broker):
                     if not target_session.clean_session and qos in (QOS_1, QOS_2) \
                             and not target_session.is_anonymous:
                         await self._retain_broadcast_message(broadcast, qos, target_session)
+                    continue
+                if target_session.client_id in self.draining:  # behind what is still queued for it
+                    await self._retain_broadcast_message(broadcast, qos, target_session)
                     continue
                 handler = self._get_handler(target_session)
                 if handler is not None:

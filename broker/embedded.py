@@ -50,8 +50,8 @@ __all__ = [
 # amqtt logs every connection at INFO, and the state machine library it uses every transition.
 _NOISY_LOGGERS = ("amqtt", "transitions")
 _STOP_TIMEOUT = 10.0
-GC_FULL_AFTER = 1000  # collections of the middle generation before a full one (CPython's default: 10)
 _START_TIMEOUT = 10.0
+GC_FULL_AFTER = 1000  # collections of the middle generation before a full one (CPython's default: 10)
 # How long a reconnecting client waits for the broker to finish with its previous connection.
 _TAKEOVER_TIMEOUT = 5.0
 

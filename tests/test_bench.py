@@ -6,6 +6,7 @@ every good reading once and every poison message as one reject, and nothing else
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,6 +68,17 @@ def test_bench_quick_embedded() -> None:
     rows = markdown.table([figures], ["run"]).splitlines()
     assert len(rows) == 2 + len(markdown.ROWS), rows
     assert f"| {figures['drain_rate']:,} |" in rows[2 + 2] and f"| {figures['ceiling_rate']:,} |" in rows[2 + 5], rows
+
+
+def test_the_table_refuses_what_is_not_bench_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m bridge.bench.markdown` names the file that is no bench JSON, and why, instead of a traceback."""
+    for name, text in (("garbage.json", "not json"), ("other.json", '{"broker": "x"}'), ("list.json", "[1]")):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(SystemExit) as stopped:
+            markdown.main([str(path)])
+        assert stopped.value.code == 2
+        assert f"{path}: not the output of `spc-bridge bench --json`" in capsys.readouterr().err
 
 
 def test_bench_quick_mosquitto_with_sparkplug() -> None:

@@ -4,12 +4,12 @@ only, once."""
 
 import logging
 import time
-from collections.abc import Callable
 
 from amqtt.broker import Broker
 
 from broker.amqtt_index import SubscriptionIndex
 from tests.brokers import EmbeddedBrokerThread, MqttProbe
+from tests.stream import wait_until
 
 FILTERS = ["#", "+", "+/#", "a", "a/#", "a/+", "a/b", "a/b/c", "a/+/c", "+/b/#", "$SYS/#", "$SYS/+", "+/+",
            "a//c", "a/+/+", "/#", "+/b"]
@@ -40,11 +40,16 @@ def test_the_index_matches_as_amqtt_does() -> None:
     assert not index and not any(found(topic) for topic in TOPICS)
 
 
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
+def test_a_topic_thousands_of_levels_deep_is_delivered(embedded_broker: EmbeddedBrokerThread) -> None:
+    """A filter and topic of 5,000 levels (a hostile client's; deeper than Python's recursion limit, which paho's
+    trie walks by recursion) reach their subscriber, and the broker goes on routing."""
+    deep = "/".join(["line"] * 5000)
+    with MqttProbe(embedded_broker, user="admin") as client:
+        client.subscribe([deep, "line/after"])
+        client.publish(deep, b"deep")
+        client.publish("line/after", b"after")
+        wait_until(lambda: len(client.messages) >= 2, 10, "both messages")
+        assert sorted(m.payload for m in client.messages) == [b"after", b"deep"]
 
 
 def test_thousands_of_subscriptions_each_get_their_own_messages(embedded_broker: EmbeddedBrokerThread) -> None:
@@ -59,10 +64,10 @@ def test_thousands_of_subscriptions_each_get_their_own_messages(embedded_broker:
             for start in range(0, 2000, 500):
                 exact.subscribe(topics[start:start + 500])
             wild.subscribe("line/+/value")
-            _wait(lambda: len(exact.messages) >= 20 and len(wild.messages) >= 20, 30, "the retained messages")
+            wait_until(lambda: len(exact.messages) >= 20 and len(wild.messages) >= 20, 30, "the retained messages")
             for n in (0, 1999, 2000, 2999):
                 publisher.publish(topics[n], f"live{n}".encode())
-            _wait(lambda: len(wild.messages) >= 24 and len(exact.messages) >= 22, 30, "the live messages")
+            wait_until(lambda: len(wild.messages) >= 24 and len(exact.messages) >= 22, 30, "the live messages")
             time.sleep(0.3)  # anything more would have come by now
             assert sorted((m.topic, m.payload) for m in exact.messages if m.retain) == sorted(
                 (topics[n], f"r{n}".encode()) for n in range(20))

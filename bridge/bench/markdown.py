@@ -49,8 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.bench.markdown")
     parser.add_argument("runs", nargs="+", type=Path, help="files of `spc-bridge bench --json` output")
     args = parser.parse_args(argv)
-    runs = [json.loads(path.read_text()) for path in args.runs]
-    print(table(runs, [path.stem for path in args.runs]))
+    runs = []
+    for path in args.runs:
+        try:
+            run = json.loads(path.read_text())
+            table([run], [path.stem])  # every figure of the table is there
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            parser.exit(2, f"{path}: not the output of `spc-bridge bench --json`: {error!r}\n")
+        runs.append(run)
+    text = table(runs, [path.stem for path in args.runs])
+    print(text)
     return 0
 
 
