@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from bridge import version
 from bridge.bench.options import add_arguments as add_bench_arguments
-from bridge.config import ConfigError, add_settings_arguments, load_characteristics, settings_from_args
+from bridge.config import ConfigError, add_settings_arguments, settings_from_args
 from bridge.dashboard.site import DEFAULT_BROKER_WS, HOST_PLACEHOLDER
 from bridge.gateway.settings import add_gateway_arguments
 from bridge.logs import FORMAT_ENV, FORMATS, configure, hide_secret, report_failure
@@ -57,20 +57,17 @@ def stop_on_signals() -> threading.Event:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bridge.service.runner import Bridge
+    from bridge.service.failover import Instance
 
     from bridge.store.failures import DatabaseUnusable
 
     settings = settings_from_args(args)
     hide_secret(settings.broker.password)
     hide_secret(make_url(settings.db_url).password)
-    configs = load_characteristics(settings.config_path)
     stop = stop_on_signals()
     try:
-        bridge = Bridge(settings, configs)  # the bridge logs a summary of its settings as it starts
-        del configs  # the bridge keeps only what running them needs (memory per characteristic)
-        with bridge.serve_metrics():
-            bridge.run(stop)
+        # the bridges it starts log a summary of their settings as they start
+        Instance(settings).run(stop)
     except DatabaseUnusable as error:
         raise Failure(str(error)) from error
     return 0

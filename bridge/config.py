@@ -34,6 +34,7 @@ class ConfigError(Exception):
 OUR_TOPIC_ROOT = "spc"                  # spc/<id>/... and spc/bridge/state are the bridge's own
 MAX_TOPIC_BYTES = 65535                 # an MQTT UTF-8 string is at most 65535 bytes
 MAX_ID = 2**31 - 1                      # ids are stored in a 32-bit integer column
+MAX_PARTITIONS = 1000                   # of one logical bridge (--partitions)
 MAX_INTERVAL_S = 366 * 86400.0          # the longest expected_interval: a year
 UNGROUPED_CHARTS = ("imr", "c", "cusum", "ewma")  # charts whose subgroup_size defaults to 1
 SIZED_CHARTS = ("p", "np", "u")         # attribute charts whose samples may each give their size n
@@ -159,6 +160,8 @@ class CharacteristicConfig(BaseModel):
     # missed sample (a violation, and a stale status)
     expected_interval: float | None = Field(default=None, gt=0, le=MAX_INTERVAL_S, allow_inf_nan=False)
     interval_tolerance: float | None = Field(default=None, ge=0, le=MAX_INTERVAL_S, allow_inf_nan=False)
+    # the partition that serves it when the bridge runs --partitions N (bridge.service.partitions)
+    partition: int | None = Field(default=None, ge=0, le=MAX_PARTITIONS - 1)
 
     _spec: ChartSpec = PrivateAttr()
     _paths: FieldPaths | None = PrivateAttr(default=None)
@@ -308,6 +311,8 @@ class CharacteristicConfig(BaseModel):
         """The file's keys, without rules and dispersion_rules where they do not apply (CUSUM, EWMA):
         their defaults, written out, would be refused as given, and the serialised form must load again."""
         data: dict[str, Any] = handler(self)
+        if self.partition is None:  # a key added in 0.17: earlier files' texts stay the same
+            data.pop("partition", None)
         if CHART_TYPES[self.chart].memory is not None:
             data.pop("rules", None)
             data.pop("dispersion_rules", None)
@@ -596,6 +601,10 @@ class Settings:
     sparkplug_host_id: str = "spc-bridge"
     sparkplug_reorder_timeout: float = 2.0
     users: Path | None = None  # the users directory, to check roles in the bridge too (bridge.service.roles)
+    instance: str | None = None  # this process's name among those serving the bridge; None: host:pid
+    partitions: int = 1  # of the characteristics (bridge.service.partitions)
+    take: int | None = None  # the most partitions this process serves while others wait; None: all
+    lease_ttl: float = 5.0  # seconds a lease lasts unrenewed (bridge.store.lease)
 
     def __post_init__(self) -> None:
         try:
@@ -609,6 +618,9 @@ class Settings:
             raise ConfigError(
                 "client-id: must be 1 to 65535 bytes (the persistent session is kept under it)"
             )
+        if any(char in self.client_id for char in "+#\0"):
+            raise ConfigError("client-id: must not contain +, # or U+0000 (it names the topic "
+                              "spc/bridge/state/<client-id>)")
         if self.batch_size < 1:
             raise ConfigError(f"batch-size: must be at least 1, got {self.batch_size}")
         if not (isfinite(self.batch_ms) and self.batch_ms >= 0):
@@ -641,6 +653,19 @@ class Settings:
                 raise ConfigError(f"{option}: {file}: no such file")
         if self.key_file is not None and self.cert_file is None:
             raise ConfigError("key-file: given without cert-file (the client certificate it belongs to)")
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise ConfigError(f"partitions: must be 1..{MAX_PARTITIONS}, got {self.partitions}")
+        if self.take is not None and not 1 <= self.take <= self.partitions:
+            raise ConfigError(f"take: must be 1..{self.partitions} (the partitions), got {self.take}")
+        if not (isfinite(self.lease_ttl) and 1 <= self.lease_ttl <= 3600):
+            raise ConfigError(f"lease-ttl: must be 1..3600 seconds, got {self.lease_ttl}")
+        if self.instance is not None and not 1 <= len(self.instance) <= 200:
+            raise ConfigError("instance: must be 1 to 200 characters")
+        if self.partitions > 1 and make_url(self.db_url).get_backend_name() == "sqlite":
+            raise ConfigError("partitions: need PostgreSQL (postgresql://...): SQLite is one file on one machine, "
+                              "written by one bridge process at a time")
+        if self.partitions > 1 and self.metrics_port is not None:
+            raise ConfigError("metrics-port: not with partitions yet; run one partition per process for metrics")
         if self.users is not None and not (self.users / "users.toml").is_file():
             raise ConfigError(f"users: {self.users}: no users.toml there (create users with `spc-bridge user add`)")
 
@@ -702,6 +727,16 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "interface, where a Prometheus server on another machine scrapes it", metavar="HOST")
     add("--users", None, "users directory of `spc-bridge user` (only users.toml is read): the bridge then "
         "checks each command against the sender's role too, besides the broker's ACL", type=Path, metavar="DIR")
+    add("--instance", None, "this process's name among the instances serving the same client id and database; "
+        "spc/bridge/state/<client-id> and the logs name the active one (default: host:pid)")
+    add("--partitions", "1", "split the characteristics into N partitions, each with its own client id "
+        "<client-id>:p<k>, session and lease (a characteristic's partition key, else its id mod N; "
+        "PostgreSQL only)", type=int, metavar="N")
+    add("--take", None, "the most partitions this process serves while other processes wait for some; it "
+        "takes more once they have been left unserved (default: all)", type=int, metavar="K")
+    add("--lease-ttl", "5", "seconds the active instance's lease lasts unrenewed: a standby on another machine "
+        "takes over this long after the active one dies (on this machine, at once)", type=float,
+        metavar="SECONDS")
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
@@ -725,4 +760,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         sparkplug_host_id=ns.sparkplug_host_id or broker.username or Settings.sparkplug_host_id,
         sparkplug_reorder_timeout=ns.sparkplug_reorder_timeout,
         users=ns.users,
+        instance=ns.instance,
+        partitions=ns.partitions,
+        take=ns.take,
+        lease_ttl=ns.lease_ttl,
     )

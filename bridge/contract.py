@@ -107,8 +107,30 @@ def status_topic(characteristic_id: CharacteristicRef) -> str:
     return f"{ROOT}/{characteristic_id}/status"
 
 
+INSTANCE_FILTER = f"{STATE_TOPIC}/#"  # every instance_topic (and spc/bridge/state itself)
+
+
+def instance_topic(client_id: str) -> str:
+    """Where the instance serving a logical bridge (or partition) ``client_id`` says so, retained."""
+    return f"{STATE_TOPIC}/{client_id}"
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InstanceState(_Event):
+    """``spc/bridge/state/<client id>``: which instance serves it (``online``), or that it stopped
+    (``offline``). Not a liveness signal: spc/bridge/state is the last will; after a crash this one
+    names the dead instance until another takes over."""
+
+    state: Literal["online", "offline"]
+    instance: str
+    client_id: str
+    partition: int
+    partitions: int
+    epoch: int  # of its lease: raised by every take-over
+    since: str  # when it took over, ISO 8601
 
 
 class SampleEvent(_Event):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from paho.mqtt.client import topic_matches_sub
 
 from bridge.contract import (
-    ANY_CHARACTERISTIC, COMMANDS, ERRORS_TOPIC, HISTORY_COMMAND, OPERATOR_COMMANDS, RESPONSE_ROOT, ROOT, STATE_TOPIC,
+    ANY_CHARACTERISTIC, COMMANDS, ERRORS_TOPIC, HISTORY_COMMAND, INSTANCE_FILTER, OPERATOR_COMMANDS, RESPONSE_ROOT, ROOT, STATE_TOPIC,
     ack_topic, limits_topic, request_topic, sample_topic, status_topic, violation_topic,
 )
 from bridge.sparkplug.topics import NAMESPACE, device_topic, id_problem, node_topic, state_topic
@@ -23,7 +23,7 @@ _MAX_TOPIC_BYTES = 65535
 # and the answers to their own requests.
 _EVENTS = (
     *(topic(ANY_CHARACTERISTIC) for topic in (sample_topic, violation_topic, ack_topic, limits_topic, status_topic)),
-    STATE_TOPIC, ERRORS_TOPIC,
+    STATE_TOPIC, INSTANCE_FILTER, ERRORS_TOPIC,
 )
 _OWN_RESPONSES = f"{RESPONSE_ROOT}/{USER}/#"
 _READER = (*_EVENTS, _OWN_RESPONSES)

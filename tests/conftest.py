@@ -60,6 +60,16 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'spc.db'}"
         return
+    yield from _postgresql_database()
+
+
+@pytest.fixture
+def postgresql_database() -> Iterator[str]:
+    """The URL of a new database on the local PostgreSQL server, dropped afterwards."""
+    yield from _postgresql_database()
+
+
+def _postgresql_database() -> Iterator[str]:
     name = f"spc_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')

@@ -8,6 +8,8 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.brokers import BrokerHandle
+from tests.processes import ChildProcess, bridge_process
 from tests.credentials import password
 
 # Five gauges, one per characteristic, each identifying its readings differently.
@@ -56,6 +59,7 @@ chart = "xbar_r"
 subgroup_size = 4
 baseline = 5
 """
+ONLINE = ": online"  # the end of the bridge's line once every subscription is granted
 TOPICS = {1: "line/seq", 2: "line/id", 3: "line/ts", 4: "line/bare", 5: "line/bore"}
 
 
@@ -175,6 +179,25 @@ class Recorder:
         """Disconnect."""
         self.client.disconnect()
         self.client.loop_stop()
+
+
+@contextmanager
+def streaming(broker: BrokerHandle, tmp_path: Path, readings: int, rate: float,
+              gauge_broker: BrokerHandle | None = None) -> Iterator[tuple[ChildProcess, Gauges, Recorder, str]]:
+    """A bridge on a SQLite file on ``broker``, started and holding every subscription; a recorder of its
+    events and gauges ready to stream, on ``gauge_broker`` (a node of the same cluster; default
+    ``broker``); the database URL. All of them are stopped afterwards."""
+    db = f"sqlite:///{tmp_path / 'spc.db'}"
+    bridge = bridge_process(tmp_path, broker.url("bridge"), db, write_config(tmp_path))
+    bridge.ready_line = ONLINE
+    with ExitStack() as stack:
+        bridge.start()
+        stack.callback(bridge.stop)
+        recorder = Recorder(gauge_broker or broker)
+        stack.callback(recorder.close)
+        gauges = Gauges(gauge_broker or broker, readings, rate)
+        stack.callback(gauges.close)
+        yield bridge, gauges, recorder, db
 
 
 def query(db_url: str, sql: str) -> list[tuple]:

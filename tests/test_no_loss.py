@@ -8,16 +8,14 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.brokers import BrokerHandle, MosquittoProcess, MqttProbe
-from tests.processes import BRIDGE_CLIENT_ID, ChildProcess, bridge_process
+from tests.processes import BRIDGE_CLIENT_ID, bridge_process
 from tests.stream import (
-    TOPICS, Gauges, Recorder, assert_nothing_lost_or_doubled, query, wait_until, write_config,
+    TOPICS, assert_nothing_lost_or_doubled, query, streaming, wait_until, write_config,
 )
 
 READINGS = 5000
@@ -29,27 +27,10 @@ RATE = 700.0  # readings per second: the stream lasts about 7 s
 DURABLE_BROKER = pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
 
 
-@contextmanager
-def streaming(broker: BrokerHandle, tmp_path: Path, readings: int = READINGS,
-              rate: float = RATE) -> Iterator[tuple[ChildProcess, Gauges, Recorder, str]]:
-    """A bridge on a SQLite file, started; a recorder of its events; gauges ready to stream; the
-    database URL. All of them are stopped afterwards."""
-    db = f"sqlite:///{tmp_path / 'spc.db'}"
-    bridge = bridge_process(tmp_path, broker.url("bridge"), db, write_config(tmp_path))
-    with ExitStack() as stack:
-        bridge.start()
-        stack.callback(bridge.stop)
-        recorder = Recorder(broker)
-        stack.callback(recorder.close)
-        gauges = Gauges(broker, readings, rate)
-        stack.callback(gauges.close)
-        yield bridge, gauges, recorder, db
-
-
 def test_kill_bridge_three_times(broker: BrokerHandle, tmp_path: Path) -> None:
     """kill -9 the bridge three times at random moments; restart it each time."""
     rng = random.Random(42)
-    with streaming(broker, tmp_path) as (bridge, gauges, recorder, db):
+    with streaming(broker, tmp_path, READINGS, RATE) as (bridge, gauges, recorder, db):
         gauges.start()
         for _ in range(3):
             time.sleep(rng.uniform(0.5, 2.0))
@@ -66,7 +47,7 @@ def test_kill_bridge_three_times(broker: BrokerHandle, tmp_path: Path) -> None:
 @DURABLE_BROKER
 def test_restart_broker_mid_stream(broker: BrokerHandle, tmp_path: Path) -> None:
     """Stop and start the broker (persistence on) in the middle of the stream."""
-    with streaming(broker, tmp_path) as (_, gauges, recorder, db):
+    with streaming(broker, tmp_path, READINGS, RATE) as (_, gauges, recorder, db):
         gauges.start()
         time.sleep(3)
         broker.stop()

@@ -42,10 +42,20 @@ class Child:
 
     def start(self, ready: Callable[[], bool], timeout: float) -> None:
         """Start it and wait (bounded) until ``ready()`` holds; its log in the error if not."""
+        self.launch()
+        self.wait_until(ready, timeout)
+
+    def launch(self) -> None:
+        """Start it without waiting; ``output()`` shows what this start logs."""
         self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float) -> None:
+        """Wait (bounded) until ``ready()`` holds while it runs; stopped, with its log in the error, if not."""
+        if self.proc is None:
+            raise RuntimeError("not running")
         deadline = time.monotonic() + timeout
         while not ready():
             if self.proc.poll() is not None:
@@ -64,6 +74,11 @@ class Child:
         with self.log_path.open("rb") as f:
             f.seek(self._offset)
             return f.read().decode("utf-8", "replace")
+
+    def terminate(self) -> None:
+        """Send it SIGTERM without waiting (``stop`` waits)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout``; its exit code."""

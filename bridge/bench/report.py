@@ -11,6 +11,11 @@ from bridge.bench.poison import Mix
 MIB = 1024 * 1024
 
 
+def machine() -> str:
+    """Cores and interpreter, because absolute figures depend on them."""
+    return f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+
+
 @dataclass(frozen=True)
 class Figures:
     """What was measured for one system (the bridge or the relay)."""
@@ -92,7 +97,7 @@ class Report:
 
     def machine(self) -> str:
         """Cores and interpreter, because absolute figures depend on them."""
-        return f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+        return machine()
 
     def as_json(self) -> dict[str, object]:
         """Machine-readable figures (rates in readings/s, latencies in ms, memory in bytes)."""

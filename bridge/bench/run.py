@@ -21,7 +21,7 @@ from bridge.bench.poison import Mix
 from bridge.bench.progress import Progress
 from bridge.bench.report import Figures, Memory, Poisoned, Report, SourceFigures
 from bridge.bench.subscriber import Collector
-from bridge.bench.systems import BridgeSystem, RelaySystem, System, end_session
+from bridge.bench.systems import BridgeSystem, RelaySystem, System, check_stored_once, end_session
 from bridge.bench.workload import Workload
 
 LATENCY_RATE = 1000.0  # readings per second
@@ -104,10 +104,7 @@ def _poisoned(run: Run, system: System, options: Options, mix: Mix) -> Poisoned:
 
 def _check_stored_once(bridge: BridgeSystem, first_seq: int | None, published: int) -> None:
     """Every good reading published since the warm-up (None: ever) is in the database, once."""
-    rows, distinct = bridge.stored(first_seq)
-    if rows != published or distinct != published:
-        raise RuntimeError(f"the bridge stored {rows:,} rows ({distinct:,} distinct readings) of "
-                           f"the {published:,} good readings published")
+    check_stored_once(*bridge.stored(first_seq), published)
 
 
 def _check_rejects(bridge: BridgeSystem, run: Run) -> None:

@@ -16,6 +16,22 @@ from bridge.contract import ANY_CHARACTERISTIC, sample_topic
 START_TIMEOUT_S = 120.0  # 10,000 characteristics: loading, subscribing, publishing their limits
 CONNECTED = "MQTT Connected"
 SESSION_TIMEOUT_S = 30.0
+# the rows of readings, and the distinct readings among them (by characteristic and key: its seq, else its
+# timestamp); the same SQL on SQLite and PostgreSQL
+STORED_SQL = "select count(*), count(distinct characteristic_id || '/' || reading_key) from readings"
+
+
+def bridge_command(url: str, db_url: str, config: Path, client_id: str, *options: str) -> list[str]:
+    """The command of ``python -m bridge run`` on ``url`` and ``db_url`` with ``options`` besides."""
+    return python("bridge", "run", "--broker", url, "--db", db_url, "--config", str(config),
+                  "--client-id", client_id, *options)
+
+
+def check_stored_once(rows: int, distinct: int, published: int) -> None:
+    """Raise unless the database holds the ``published`` good readings, each once (``STORED_SQL``)."""
+    if rows != published or distinct != published:
+        raise RuntimeError(f"the bridge stored {rows:,} rows ({distinct:,} distinct readings) of "
+                           f"the {published:,} good readings published")
 
 
 def end_session(url: str, client_id: str) -> None:
@@ -86,8 +102,7 @@ class BridgeSystem(System):
         if online is not None:
             self.ready_line, self.probe = f"MQTT subscribed to {online}", False
         self.db_path = workdir / f"{client_id}.db"
-        self.process = Child(python("bridge", "run", "--broker", url, "--db", f"sqlite:///{self.db_path}",
-                                    "--config", str(config), "--client-id", client_id),
+        self.process = Child(bridge_command(url, f"sqlite:///{self.db_path}", config, client_id),
                              workdir / f"{client_id}.log")
 
     def start(self) -> None:
@@ -97,11 +112,9 @@ class BridgeSystem(System):
     def stored(self, first_seq: int | None = None) -> tuple[int, int]:
         """Readings committed with a seq from ``first_seq`` on (None: every reading): rows, and
         distinct readings (by characteristic and key: its seq, else its timestamp)."""
-        where = "" if first_seq is None else "where cast(seq as integer) >= ?"
+        where = "" if first_seq is None else " where cast(seq as integer) >= ?"
         with sqlite3.connect(self.db_path, timeout=30) as db:
-            rows, distinct = db.execute(
-                "select count(*), count(distinct characteristic_id || '/' || reading_key) from readings "
-                + where, () if first_seq is None else (first_seq,)).fetchone()
+            rows, distinct = db.execute(STORED_SQL + where, () if first_seq is None else (first_seq,)).fetchone()
             return int(rows), int(distinct)
 
     def rejected_payloads(self) -> list[str]:

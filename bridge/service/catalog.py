@@ -22,6 +22,7 @@ from bridge.store.schema import settings
 # the settings rows of what a file gives besides its characteristics
 REASON_CODES = "reason_codes"
 INGEST_ROOTS = "ingest_roots"
+CATALOG_LOCK = 0x5350_4301  # PostgreSQL advisory lock key ("SPC" 1) held while a file is applied
 # What an engine's saved state depends on: a change of any of these starts the characteristic afresh.
 _SHAPE = ("chart", "subgroup_size", "baseline")
 
@@ -60,6 +61,8 @@ def apply_file(conn: Connection, configs: Characteristics, source: str, at: str,
     ``source`` names the file (it is the audit trail's user, as ``file:<path>``); ``topic_of`` gives a
     config's source topic for the characteristics row."""
     user = f"file:{source}"
+    if conn.dialect.name == "postgresql":  # the partitions of a bridge start together: one applies it at a time
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CATALOG_LOCK})
     stored = queries.stored_characteristics(conn)
     created: list[int] = []
     changed: list[int] = []

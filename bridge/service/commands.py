@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -262,8 +262,9 @@ def handle(conn: Connection, user: str, command: str, payload: bytes, now: str,
                         "nothing was changed: tell the bridge's administrator")
 
 
-def busy(user: str, command: str, payload: bytes, reason: str) -> Outcome:
-    """The ``busy`` answer to a request that was not carried out (nothing is read or written)."""
+def _not_carried_out(user: str, command: str, payload: bytes, status: Literal["busy", "error"],
+                     reason: str) -> Outcome:
+    """The answer to a request that was not carried out, nothing read or written for it."""
     if not payload:
         return Outcome([], None)
     try:
@@ -271,8 +272,18 @@ def busy(user: str, command: str, payload: bytes, reason: str) -> Outcome:
         transaction = _transaction(payload)
     except CommandError:
         transaction = None
-    response = CommandResponse(status="busy", error=reason, transaction=transaction)
-    return Outcome([_answer(user, command, response)], None)
+    response = CommandResponse(status=status, error=reason, transaction=transaction)
+    return Outcome([_answer(user, command, response)], reason if status == "error" else None)
+
+
+def busy(user: str, command: str, payload: bytes, reason: str) -> Outcome:
+    """The ``busy`` answer to a request that was not carried out (nothing is read or written)."""
+    return _not_carried_out(user, command, payload, "busy", reason)
+
+
+def refuse(user: str, command: str, payload: bytes, reason: str) -> Outcome:
+    """The ``error`` answer to a request refused before it was carried out."""
+    return _not_carried_out(user, command, payload, "error", reason)
 
 
 class Desk:

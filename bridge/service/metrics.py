@@ -137,3 +137,25 @@ class BridgeMetrics:
         if depth and stalled > DRAIN_STALL_S:
             reasons.append(f"outbox: not draining, {depth} events wait and none was confirmed for {stalled:.0f} s")
         return reasons
+
+
+class InstanceMetrics(Collector):
+    """The metrics and health of the process across take-overs (bridge.service.failover): the active
+    bridge's own while it serves, and ``spc_bridge_active``; a standby is healthy and counts nothing."""
+
+    def __init__(self) -> None:
+        self.serving: BridgeMetrics | None = None  # the bridge this instance serves now
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        serving = self.serving
+        yield GaugeMetricFamily(f"{PREFIX}_active", "1 while this instance serves the bridge, 0 as a standby",
+                                value=int(serving is not None))
+        if serving is not None:
+            yield from serving.registry.collect()
+
+    def problems(self) -> list[str]:
+        """The serving bridge's problems; none for a standby."""
+        serving = self.serving
+        return serving.problems() if serving is not None else []

@@ -143,8 +143,9 @@ class MqttLink:
                  on_confirmed: Callable[[int], None], mqtt_version: str = "3.1.1",
                  ca_file: str | None = None, cert_file: str | None = None,
                  key_file: str | None = None, presence: Presence | None = None,
-                 clean: bool = False) -> None:
+                 clean: bool = False, may_connect: Callable[[], bool] = lambda: True) -> None:
         self.url = url
+        self.may_connect = may_connect  # False: (re)connecting would take the session from another instance
         self.presence: Presence = presence or BridgeState()
         self.clean = clean
         self.inbox = inbox
@@ -223,6 +224,9 @@ class MqttLink:
 
     def _reconnect(self, timeout: float) -> None:
         wait = self._next_attempt - time.monotonic()
+        if not self.may_connect():
+            time.sleep(max(0.0, min(wait, timeout)))
+            return
         if wait > 0:
             time.sleep(min(wait, timeout))
             return

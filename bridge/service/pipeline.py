@@ -43,6 +43,7 @@ from bridge.service.listener import (
 from bridge.service.messages import Event, Inbound, Outgoing
 from bridge.service.missed import MissedSamples
 from bridge.service.outbox import Outbox
+from bridge.service.partitions import Partitioning
 from bridge.service.registry import Characteristic, Registry
 from bridge.service.reject_limits import RejectLimiter
 from bridge.service.resends import Resends
@@ -101,8 +102,11 @@ class Pipeline:
     def __init__(self, engine: Engine, bridge: str, configs: Sequence[CharacteristicConfig],
                  max_payload: int = 65536, capability_interval: float = 10.0,
                  reorder_timeout_s: float = 2.0, source: str = "configuration",
-                 role_of: Callable[[str], str | None] | None = None) -> None:
+                 role_of: Callable[[str], str | None] | None = None,
+                 partition: tuple[int, int] | None = None) -> None:
         self.engine = engine
+        self.partition = partition  # (index, count) of the partition this pipeline serves; None: all
+        self.partitioning: Partitioning | None = None  # made at start, from every characteristic
         self.bridge = bridge
         self.max_payload = max_payload
         self.capability_interval = capability_interval
@@ -148,6 +152,8 @@ class Pipeline:
     def topics(self) -> list[str]:
         """The filters to subscribe to: the ingest roots (the file's, else derived from the
         characteristics' topics) and the command requests."""
+        if self.partitioning is not None:  # a root would bring the other partitions' readings too
+            return [*sorted(self.router.topics), REQUEST_FILTER]
         return [*(self.ingest_roots or subscriptions.derive_roots(self.router.topics)), REQUEST_FILTER]
 
     @property
@@ -169,6 +175,9 @@ class Pipeline:
             self._configs = Characteristics()
             log.info("%s", catalog.summary(imported, self.source))
             configs = imported.active
+            if self.partition is not None:
+                self.partitioning = Partitioning(*self.partition, configs)
+                configs = [c for c in configs if self.partitioning.serves(c)]
             configs.reverse()
             self.reason_codes = catalog.reason_codes(conn)
             saved = queries.load_states(conn)
@@ -266,7 +275,7 @@ class Pipeline:
 
     def filters_after(self, added: str | None, leaving: Characteristic | None) -> list[str]:
         """The filters to subscribe to once topic ``added`` routes and ``leaving`` is no longer fed."""
-        if self.ingest_roots:
+        if self.ingest_roots and self.partitioning is None:
             return self.topics
         topics = set(self.router.topics)
         if leaving is not None and leaving.topic is not None and not any(
@@ -274,7 +283,8 @@ class Pipeline:
             topics.discard(leaving.topic)
         if added is not None:
             topics.add(added)
-        return [*subscriptions.derive_roots(topics), REQUEST_FILTER]
+        filters = sorted(topics) if self.partitioning is not None else subscriptions.derive_roots(topics)
+        return [*filters, REQUEST_FILTER]
 
     def source_topic(self, config: CharacteristicConfig) -> str:
         """The topic ``config``'s readings come on."""
@@ -588,12 +598,24 @@ class Pipeline:
     def _requests(self, conn: Connection, work: Batch, context: CommandContext) -> None:
         """Carry out the batch's commands, after its data is written (acknowledgements need it);
         those over their user's budget or the batch's share are answered busy (commands.Desk)."""
-        if not work.requests:
+        requests = work.requests
+        refusals: list[tuple[Inbound, commands.Outcome]] = []
+        if self.partitioning is not None:
+            requests = []
+            for message, user, command in work.requests:
+                owner = self.partitioning.owner(conn, command, message.payload)
+                if owner.index != self.partitioning.index:
+                    continue  # another partition answers it
+                if owner.problem is not None:
+                    refusals.append((message, commands.refuse(user, command, message.payload, owner.problem)))
+                else:
+                    requests.append((message, user, command))
+        if not requests and not refusals:
             return
         outcomes = self.commands.run(conn, [
             commands.Request(user, command, message.payload, iso_utc(message.received_at))
-            for message, user, command in work.requests], context)
-        for (message, _, _), outcome in zip(work.requests, outcomes):
+            for message, user, command in requests], context)
+        for message, outcome in [*zip((r[0] for r in requests), outcomes), *refusals]:
             work.add_events(outcome.events)
             acks = [int(e.topic.split("/")[1]) for e in outcome.events if is_ack_topic(e.topic)]
             work.acknowledged += len(acks)

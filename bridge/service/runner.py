@@ -14,25 +14,27 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime, timezone
 from queue import Empty, SimpleQueue
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
 from bridge import version
+from bridge.contract import OFFLINE, ONLINE, InstanceState, instance_topic
+from bridge.ingest import iso_utc
 from bridge.config import CharacteristicConfig, Settings
-from bridge.metrics_server import MetricsServer
 from bridge.service.messages import Inbound
 from bridge.service.metrics import BridgeMetrics
-from bridge.service.mqtt import Disconnected, MqttLink, SubscriptionRefused
+from bridge.service.mqtt import Connected, Disconnected, MqttLink, SubscriptionRefused
 from bridge.service.pipeline import Pipeline
 from bridge.service.presence import HostState
 from bridge.service.publisher import Publisher
 from bridge.service.roles import UserRoles
 from bridge.sparkplug.payload import rebirth_request
 from bridge.sparkplug.topics import node_topic
-from bridge.store.failures import DatabaseUnusable, open_engine, permanent, shown
+from bridge.store.failures import DatabaseUnusable, open_engine, permanent, prepare_waiting, shown
+from bridge.store.lease import Lease
 from bridge.store.queries import create_tables
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ FORGET_EVERY_S = 1.0
 TICK_S = 0.5  # how often missed samples and due status events are looked for
 RETRY_MAX_S = 10.0
 STOP_DRAIN_S = 5.0
+STEP_DOWN_S = 1.0  # the longest wait for ``offline`` to be acknowledged when the lease is lost
 IDLE_S = 0.05  # the longest wait for the network while nothing has arrived
 SLOW_BATCH_S = 1.0  # a batch that takes longer to evaluate and commit is logged
 SHOWN_FILTERS = 10  # subscriptions named in the start-up line; the rest are counted
@@ -62,15 +65,21 @@ def _take(inbox: "SimpleQueue[Any]", size: int, weight: Callable[[Any], int] = l
 class Bridge:
     """The running bridge: one MQTT link, one pipeline, one publisher."""
 
-    def __init__(self, settings: Settings, configs: list[CharacteristicConfig]) -> None:
+    def __init__(self, settings: Settings, configs: list[CharacteristicConfig], lease: Lease | None = None,
+                 partition: tuple[int, int] = (0, 1)) -> None:
         self.settings = settings
+        self.lease = lease  # held by this instance while it runs (bridge.service.failover); None: no standby
+        self.partition = partition
         self.inbox: SimpleQueue[Any] = SimpleQueue()
         roles = UserRoles(settings.users) if settings.users is not None else None
         self.pipeline = Pipeline(open_engine(settings.db_url), settings.client_id, configs,
                                  settings.max_payload, settings.capability_interval,
                                  settings.sparkplug_reorder_timeout, str(settings.config_path),
-                                 roles.role if roles is not None else None)
-        self.link = self._link(settings.client_id, self._confirmed)
+                                 roles.role if roles is not None else None,
+                                 partition if partition[1] > 1 else None)
+        if lease is not None:
+            lease.arm(self.pipeline.engine)
+        self.link = self._link(settings.client_id, self._confirmed, may_connect=self._may_connect)
         self.host_link: MqttLink | None = None  # the Sparkplug host's, when a characteristic has a metric
         self.publisher = Publisher(self.link.publish, self.pipeline.pending_after)
         # The publisher bounds what awaits a PUBACK; paho's own window, when set, scans every
@@ -82,6 +91,7 @@ class Bridge:
             self.metrics = BridgeMetrics(self.pipeline, self.publisher, self.link.connected, self.ready)
             self.pipeline.listener = self.metrics
         self._published_from = 0  # events after this outbox seq are this run's to publish
+        self._since = iso_utc(datetime.now(timezone.utc))  # when this instance began to serve
 
     def _link(self, client_id: str, on_confirmed: Callable[[int], None], **options: Any) -> MqttLink:
         """A link to the broker of the settings, with their TLS files."""
@@ -90,22 +100,18 @@ class Bridge:
         return MqttLink(settings.broker, client_id, self.inbox, on_confirmed, settings.mqtt_version, ca, cert, key,
                         **options)
 
-    def serve_metrics(self) -> AbstractContextManager[object]:
-        """Serve /metrics and /healthz on --metrics-port while in the block (nothing without it);
-        OSError if the port cannot be listened on."""
-        if self.metrics is None:
-            return nullcontext()
-        server = MetricsServer(self.metrics.registry, self.metrics.problems, self.settings.metrics_host,
-                               self.settings.metrics_port or 0)
-        log.info("metrics at %s, health at /healthz", server.url)
-        return server
+    def _may_connect(self) -> bool:
+        """Whether this instance may connect under the client id: its lease is renewed (or there is
+        none). Kicked off by another instance's connection once it is not, it does not fight back."""
+        lease = self.lease
+        return lease is None or not (lease.lost.is_set() or lease.expired_here())
 
     def _confirmed(self, mid: int) -> None:
         self.publisher.confirmations.put(mid)
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, then finish the work in hand and go offline."""
-        if not self._open_database(stop):
+        if not prepare_waiting(self.pipeline.engine, create_tables, stop):
             return
         try:
             pending = self.pipeline.start()
@@ -133,6 +139,9 @@ class Bridge:
         forgotten = 0
         last_forget = last_tick = time.monotonic()
         while not stop.is_set():
+            if self.lease is not None and self.lease.lost.is_set():
+                self._step_down()
+                return
             items = retry or self._collect()
             messages = [i for i in items if isinstance(i, Inbound)]
             for item in items:
@@ -157,15 +166,36 @@ class Bridge:
 
     def _control(self, item: Any) -> None:
         """Act on a link's report (connection changes are logged by the link): a refused
-        subscription is stored and published, a lost Sparkplug connection makes its characteristics stale."""
+        subscription is stored and published, a lost Sparkplug connection makes its characteristics stale,
+        a new connection of the bridge's own link says which instance serves it."""
         try:
-            if isinstance(item, SubscriptionRefused):
+            if isinstance(item, Connected) and self.lease is not None:
+                self.link.publish(instance_topic(self.settings.client_id), self._instance_state(ONLINE), retain=True)
+            elif isinstance(item, SubscriptionRefused):
                 self.publisher.add(self.pipeline.record_error(item.topic_filter, item.reason))
             elif isinstance(item, Disconnected) and item.link is self.host_link and self.pipeline.sparkplug:
                 lost = self.pipeline.sparkplug.connection_lost(f"the Sparkplug connection was lost ({item.reason})")
                 self.publisher.add(self.pipeline.record_events(lost))
         except Exception:
             log.exception("could not record %r", item)
+
+    def _instance_state(self, state: str) -> str:
+        """The payload of spc/bridge/state/<client id>."""
+        lease = self.lease
+        assert lease is not None
+        return InstanceState(state=state, instance=lease.instance, client_id=self.settings.client_id,
+                             partition=self.partition[0], partitions=self.partition[1], epoch=lease.epoch,
+                             since=self._since).model_dump_json()
+
+    def _step_down(self) -> None:
+        """Stop serving at once, the lease lost: nothing more is committed or acknowledged (what is
+        unacknowledged comes again to the instance that took over), and the link goes ``offline``
+        unless that instance's connection has already closed it."""
+        log.warning("instance %s stops serving %s: another instance serves it now", self.lease and self.lease.instance,
+                    self.settings.client_id)
+        if self.host_link is not None:
+            self.host_link.stop(STEP_DOWN_S)
+        self.link.stop(STEP_DOWN_S)
 
     def _tick(self) -> None:
         """Record the missed samples and the status events that are due, and publish them."""
@@ -225,25 +255,6 @@ class Bridge:
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
             self._poll(min(left, IDLE_S), 10**9)
 
-    def _open_database(self, stop: threading.Event) -> bool:
-        """Create the tables, waiting with backoff while the database is unreachable; False if
-        stopped meanwhile, DatabaseUnusable if waiting cannot help (bridge.store.failures)."""
-        backoff = 0.0
-        while True:
-            try:
-                create_tables(self.pipeline.engine)
-                return True
-            except DBAPIError as error:
-                problem = permanent(self.pipeline.engine, error)
-                if problem is not None:
-                    raise DatabaseUnusable(problem) from error
-                backoff = min(RETRY_MAX_S, backoff * 2 or 1.0)
-                log.warning("database %s unreachable (%s); next attempt in %g s",
-                            self.pipeline.engine.url.render_as_string(hide_password=True),
-                            str(error.orig).strip().splitlines()[0] if error.orig else error, backoff)
-            if stop.wait(backoff):
-                return False
-
     def _handle(self, messages: list[Inbound]) -> list[Inbound]:
         """Process a batch: acknowledge what is committed or rejected, publish its events; return
         the messages to retry (the database is unreachable)."""
@@ -282,6 +293,8 @@ class Bridge:
         self._forget(self.publisher.confirmed_up_to)
         if self.host_link is not None:
             self.host_link.stop()
+        if self.lease is not None and self.link.connected.is_set():
+            self.link.publish(instance_topic(self.settings.client_id), self._instance_state(OFFLINE), retain=True)
         self.link.stop()
         self._log_stop()
 

@@ -5,6 +5,9 @@ that does not exist, a URL of an unknown kind or a login the server refuses stay
 someone fixes the setting.
 """
 
+import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.engine import Engine, make_url
@@ -12,6 +15,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from bridge.store.queries import open_database
 
+log = logging.getLogger(__name__)
+RETRY_MAX_S = 10.0
 EXAMPLES = "e.g. sqlite:///spc.db or postgresql://user:password@host:5432/spc"
 # PostgreSQL refuses with FATAL for these passing states too: wait for them like for no answer
 _PASSING = ("starting up", "shutting down", "in recovery", "accepting connections", "too many connections",
@@ -62,3 +67,23 @@ def permanent(engine: Engine, error: DBAPIError) -> str | None:
     if type(error.orig).__name__ in ("InsufficientPrivilege", "ReadOnlySqlTransaction"):
         return f"{where}: cannot write: {detail}; give the user the right to create and write tables"
     return None
+
+
+def prepare_waiting(engine: Engine, prepare: Callable[[Engine], None], stop: threading.Event) -> bool:
+    """Run ``prepare`` (create tables), waiting with backoff while the database is unreachable; False
+    if stopped meanwhile, DatabaseUnusable if waiting cannot help."""
+    backoff = 0.0
+    while True:
+        try:
+            prepare(engine)
+            return True
+        except DBAPIError as error:
+            problem = permanent(engine, error)
+            if problem is not None:
+                raise DatabaseUnusable(problem) from error
+            backoff = min(RETRY_MAX_S, backoff * 2 or 1.0)
+            log.warning("database %s unreachable (%s); next attempt in %g s",
+                        engine.url.render_as_string(hide_password=True),
+                        str(error.orig).strip().splitlines()[0] if error.orig else error, backoff)
+        if stop.wait(backoff):
+            return False

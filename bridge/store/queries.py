@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.store import audit
+from bridge.store.lease import LeaseLost
 from bridge.store.schema import (
     characteristics, deliveries, engine_state, metadata, outbox, readings, samples, subscriptions,
     violations,
@@ -63,7 +64,10 @@ def create_tables(engine: Engine) -> None:
 
 def unavailable(engine: Engine, error: Exception) -> bool:
     """Whether ``error`` means the database cannot be used for now, rather than that it refuses
-    the data: a lost connection, a lock or deadlock to wait out, or no answer to a trivial query."""
+    the data: a lost connection, a lock or deadlock to wait out, no answer to a trivial query, or a
+    lease this instance no longer holds (its batch waits for the instance that took over)."""
+    if isinstance(error, LeaseLost):
+        return True
     if isinstance(error, DBAPIError) and (error.connection_invalidated or isinstance(
             error.orig, (psycopg.errors.TransactionRollback, psycopg.errors.LockNotAvailable))):
         return True
@@ -268,6 +272,12 @@ def deliveries_of(conn: Connection, bridge: str, mids: Sequence[int]) -> dict[in
 def record_deliveries(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Upsert (bridge, mid, digest, counter) rows."""
     _upsert(conn, deliveries, ("bridge", "mid"), ("digest", "counter"), rows)
+
+
+def violation_characteristics(conn: Connection, ids: Sequence[int]) -> dict[int, int]:
+    """The characteristic of each of these violations that exists, by violation id."""
+    query = sa.select(violations.c.id, violations.c.characteristic_id).where(violations.c.id.in_(ids))
+    return {row.id: row.characteristic_id for row in conn.execute(query)}
 
 
 def violations_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:

@@ -1,5 +1,5 @@
 """The tables: characteristics, limit sets, readings, samples, violations, engine state, outbox,
-deliveries, rejects, settings and the audit trail."""
+deliveries, rejects, settings, leases, instances and the audit trail."""
 
 import sqlalchemy as sa
 
@@ -172,4 +172,26 @@ rejects = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Which instance serves each logical bridge (its MQTT client id) now (bridge.store.lease): taken over by
+# raising ``epoch``, so a commit can check that its instance still holds it.
+leases = sa.Table(
+    "leases", metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),  # the instance: --instance, or host:pid
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # seconds since 1970 by the database's clock
+)
+
+# The live instances of each logical bridge and how many more partitions each would serve
+# (bridge.store.instances): one serving more than its --take hands one over to an instance with room.
+instances = sa.Table(
+    "instances", metadata,
+    sa.Column("bridge", sa.String(200), primary_key=True),  # the logical bridge's client id
+    sa.Column("instance", sa.String(200), primary_key=True),
+    sa.Column("room", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # by the database's clock, as leases.expires_at
 )

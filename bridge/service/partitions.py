@@ -1,0 +1,84 @@
+"""Partitions of a logical bridge: which one serves a characteristic, and which one answers a request.
+
+With ``--partitions N`` the characteristics are split into N partitions, each served by one bridge
+with its own MQTT client id (``<client-id>:p<k>``), session and lease (bridge.store.lease). A
+characteristic's ``partition`` key places it; without one it goes to partition ``id mod N``, a rule
+that never changes while N does not. Every partition subscribes to the command requests; the one that
+serves the characteristic a request names answers it, and partition 0 answers those that name none
+it can find (a malformed request, an unknown id), so every request has exactly one answer.
+"""
+
+import json
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from sqlalchemy.engine import Connection
+
+from bridge.config import CharacteristicConfig
+from bridge.contract import ACK_COMMAND, CHARACTERISTIC_COMMAND, MAX_ACK_IDS
+from bridge.store import queries
+
+
+def partition_client_id(client_id: str, index: int, count: int) -> str:
+    """The MQTT client id (and lease name) of partition ``index``: the bridge's own with one partition."""
+    return client_id if count == 1 else f"{client_id}:p{index}"
+
+
+def _ints(*values: Any) -> list[int]:
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+
+
+class Owner(NamedTuple):
+    """The partition that answers a request and, when it must refuse it for being split, why."""
+
+    index: int
+    problem: str | None = None
+
+
+class Partitioning:
+    """Partition ``index`` of ``count``, knowing where every configured characteristic goes."""
+
+    def __init__(self, index: int, count: int, configs: Iterable[CharacteristicConfig]) -> None:
+        self.index = index
+        self.count = count
+        self._placed = {c.id: c.partition for c in configs if c.partition is not None}
+
+    def of(self, characteristic_id: int, partition: int | None = None) -> int:
+        """The partition of a characteristic: its ``partition`` key, else its id mod the count."""
+        if partition is None:
+            partition = self._placed.get(characteristic_id)
+        return partition if partition is not None else characteristic_id % self.count
+
+    def serves(self, config: CharacteristicConfig) -> bool:
+        """Whether this partition runs the characteristic."""
+        return self.of(config.id, config.partition) == self.index
+
+    def owner(self, conn: Connection, command: str, payload: bytes) -> Owner:
+        """Which partition answers this request (read from the database for acknowledgements)."""
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return Owner(0)
+        if not isinstance(body, dict):
+            return Owner(0)
+        if command == CHARACTERISTIC_COMMAND:
+            table = body.get("characteristic")
+            table = table if isinstance(table, dict) else {}
+            ids, partition = _ints(table.get("id")), table.get("partition")
+            if ids and isinstance(partition, int) and not isinstance(partition, bool) and 0 <= partition < self.count:
+                return Owner(partition)
+            return Owner(self.of(ids[0]) if ids else 0)
+        if command != ACK_COMMAND:
+            ids = _ints(body.get("characteristic_id"))
+            return Owner(self.of(ids[0]) if ids else 0)
+        listed = body.get("violation_ids")
+        wanted = _ints(body.get("violation_id"), *(listed if isinstance(listed, list) else []))
+        found = queries.violation_characteristics(conn, wanted[:MAX_ACK_IDS])
+        if not found:
+            return Owner(0)
+        owners = {self.of(cid) for cid in found.values()}
+        first = self.of(found[min(found)])
+        if len(owners) > 1:
+            return Owner(first, "these violations belong to characteristics served by different partitions of "
+                                "the bridge: acknowledge them one characteristic at a time")
+        return Owner(first)

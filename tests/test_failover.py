@@ -1,0 +1,194 @@
+"""Instances of one logical bridge (bridge.service.failover) as real processes on Mosquitto and PostgreSQL:
+a standby takes over within 10 s of a kill -9 of the active one, five times during a stream, with nothing
+lost or doubled; a paused active instance that wakes after losing its lease commits nothing and takes no
+session back; three processes on six partitions, started one after another, share them two each, serve
+each request once and, when one is killed, its partitions are served again within 10 s; a standby's health check passes and its metrics say it is not
+active."""
+
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from bridge.contract import INSTANCE_FILTER, STATE_TOPIC, instance_topic, request_topic, response_topic
+from tests.brokers import BrokerHandle, MqttProbe, free_port
+from tests.processes import BRIDGE_CLIENT_ID, ChildProcess
+from tests.stream import TOPICS, Gauges, Recorder, assert_nothing_lost_or_doubled, wait_until, write_config
+from tests.test_metrics import health, scrape
+
+TAKE_OVER_S = 10.0
+CONNECTED = "MQTT Connected"
+
+
+def instance(tmp_path: Path, broker: BrokerHandle, db: str, name: str, *extra: str) -> ChildProcess:
+    """``spc-bridge run --instance <name>`` of the stream's bridge (not started), with a log of its own."""
+    return ChildProcess(["run", "--broker", broker.url("bridge"), "--db", db, "--config", str(write_config(tmp_path)),
+                         "--client-id", BRIDGE_CLIENT_ID, "--instance", name, *extra],
+                        tmp_path / f"{name}.log", CONNECTED)
+
+
+def start_standby(process: ChildProcess, active: str, client_id: str = BRIDGE_CLIENT_ID) -> None:
+    """Start ``process`` and wait until it says it is the standby of ``active``."""
+    process.ready_line = f"standby for {client_id}: instance {active} is active"
+    process.start()
+
+
+def instance_state(probe: MqttProbe, client_id: str = BRIDGE_CLIENT_ID) -> dict[str, object]:
+    """The last spc/bridge/state/<client id> the probe received."""
+    return json.loads(probe.wait_for(instance_topic(client_id))[-1].payload)
+
+
+@contextmanager
+def stream(broker: BrokerHandle, readings: int, rate: float) -> Iterator[tuple[Gauges, Recorder]]:
+    """Gauges publishing ``readings`` at ``rate`` (started) and a recorder of the events; closed afterwards."""
+    with ExitStack() as stack:
+        recorder = Recorder(broker)
+        stack.callback(recorder.close)
+        gauges = Gauges(broker, readings, rate)
+        stack.callback(gauges.close)
+        gauges.start()
+        yield gauges, recorder
+
+
+def test_standby_takes_over_within_10_s_of_kill_9(mosquitto: BrokerHandle, postgresql_database: str,
+                                                  tmp_path: Path) -> None:
+    db = postgresql_database
+    processes = {name: instance(tmp_path, mosquitto, db, name) for name in ("a", "b")}
+    with ExitStack() as stack:
+        for process in processes.values():
+            stack.callback(process.stop)
+        processes["a"].start()
+        start_standby(processes["b"], "a")
+        probe = stack.enter_context(MqttProbe(mosquitto, user="dashboard"))
+        probe.subscribe(INSTANCE_FILTER)  # spc/bridge/state and spc/bridge/state/<client id>
+        state = instance_state(probe)
+        assert (state["state"], state["instance"], state["epoch"]) == ("online", "a", 1), state
+        time.sleep(1.5)
+        assert CONNECTED not in processes["b"].output(), "the standby connected under the shared client id"
+        took: list[float] = []
+        active, standby = "a", "b"
+        with stream(mosquitto, 6000, 600) as (gauges, recorder):
+            for _ in range(5):
+                time.sleep(0.7)
+                mark = len(processes[standby].output())
+                killed = time.monotonic()
+                processes[active].kill()
+                wait_until(lambda: CONNECTED in processes[standby].output()[mark:], TAKE_OVER_S * 2,
+                           f"{standby} to take over")
+                took.append(time.monotonic() - killed)
+                start_standby(processes[active], standby)
+                active, standby = standby, active
+            gauges.wait(60)
+            assert_nothing_lost_or_doubled(gauges, recorder, db)
+        print(f"take-over after kill -9, s: {', '.join(f'{t:.2f}' for t in took)}")
+        assert max(took) < TAKE_OVER_S, took
+        assert f"instance {active} takes over {BRIDGE_CLIENT_ID} from instance {standby}" in processes[active].output()
+        wait_until(lambda: instance_state(probe)["instance"] == active, 10, "the state to name the active instance")
+        assert instance_state(probe)["epoch"] == 6
+        assert probe.received(STATE_TOPIC)[-1].payload == b"online"
+
+
+def test_a_paused_active_instance_commits_nothing_once_it_has_lost_its_lease(
+        mosquitto: BrokerHandle, postgresql_database: str, tmp_path: Path) -> None:
+    db = postgresql_database
+    a, b = (instance(tmp_path, mosquitto, db, name, "--lease-ttl", "2") for name in ("a", "b"))
+    with ExitStack() as stack:
+        stack.callback(b.stop)
+        stack.callback(a.stop)
+        a.start()
+        start_standby(b, "a")
+        probe = stack.enter_context(MqttProbe(mosquitto, user="dashboard"))
+        probe.subscribe(INSTANCE_FILTER)
+        with stream(mosquitto, 3000, 300) as (gauges, recorder):
+            time.sleep(2.0)
+            os.kill(a.pid, signal.SIGSTOP)
+            try:
+                wait_until(lambda: CONNECTED in b.output(), TAKE_OVER_S, "b to take over from the paused a")
+                time.sleep(2.0)  # b serves while a sleeps
+            finally:
+                os.kill(a.pid, signal.SIGCONT)
+            wait_until(lambda: "standby for bridge:test: instance b is active" in a.output(), 15,
+                       "a to become b's standby")
+            gauges.wait(60)
+            assert_nothing_lost_or_doubled(gauges, recorder, db)
+        assert "lost the lease of bridge:test" in a.output()
+        assert a.output().count(CONNECTED) == 1, "the woken instance connected again under the shared client id"
+        assert b.output().count(CONNECTED) == 1, "b's session was taken away"
+        assert instance_state(probe)["instance"] == "b"
+        assert probe.received(STATE_TOPIC)[-1].payload == b"online"
+
+
+def _serving(process: ChildProcess, name: str) -> set[int]:
+    """The partitions the log of ``process`` says it serves now: taken, and not handed over or lost since."""
+    serving: set[int] = set()
+    events = rf"instance {name} (takes over|hands|lost the lease of) {BRIDGE_CLIENT_ID}:p(\d+)"
+    for what, k in re.findall(events, process.output()):
+        (serving.add if what == "takes over" else serving.discard)(int(k))
+    return serving
+
+
+def test_three_processes_on_six_partitions(mosquitto: BrokerHandle, postgresql_database: str, tmp_path: Path) -> None:
+    db = postgresql_database
+    names = ("p1", "p2", "p3")
+    processes = {n: instance(tmp_path, mosquitto, db, n, "--partitions", "6", "--take", "2") for n in names}
+    with ExitStack() as stack:
+        for process in processes.values():
+            stack.callback(process.stop)
+        # started one after another: the first serves all six until the others come, then hands them over
+        processes["p1"].start()
+        wait_until(lambda: len(_serving(processes["p1"], "p1")) == 6, 20, "p1 to serve all six partitions")
+        for name in names[1:]:
+            processes[name].start()
+        wait_until(lambda: all(len(_serving(processes[n], n)) == 2 for n in names), 30, "two partitions each")
+        held = {n: _serving(processes[n], n) for n in names}
+        assert set().union(*held.values()) == set(range(6)), held
+        operator = stack.enter_context(MqttProbe(mosquitto, user="operator"))
+        operator.subscribe(response_topic("operator", "#"))
+        topic = response_topic("operator", "history")
+        for n, cid in enumerate([*TOPICS, 99], 1):  # one at a time: commands of one batch share 50 ms
+            operator.publish(request_topic("operator", "history"), json.dumps({"characteristic_id": cid,
+                                                                                "transaction": cid}))
+            operator.wait_for(topic, n, timeout=20)
+        time.sleep(2.0)  # time for a second answer to any of them
+        answers = [json.loads(m.payload) for m in operator.received(topic)]
+        assert sorted(a["transaction"] for a in answers) == [*TOPICS, 99], answers
+        assert [a["status"] for a in answers if a["transaction"] == 99] == ["error"]
+        with stream(mosquitto, 4000, 500) as (gauges, recorder):
+            time.sleep(2.0)
+            victim = "p1"
+            killed = time.monotonic()
+            processes[victim].kill()
+            survivors = [n for n in names if n != victim]
+
+            def served_again() -> bool:
+                return set().union(*(_serving(processes[n], n) for n in survivors)) == set(range(6))
+
+            wait_until(served_again, TAKE_OVER_S * 2, f"the partitions of {victim} served again")
+            took = time.monotonic() - killed
+            gauges.wait(60)
+            assert_nothing_lost_or_doubled(gauges, recorder, db, gauge_order=False)
+        print(f"partitions {sorted(held[victim])} of {victim} taken over after {took:.2f} s")
+        assert took < TAKE_OVER_S
+
+
+def test_a_standby_is_healthy_and_its_metrics_say_it_is_not_active(mosquitto: BrokerHandle, postgresql_database: str,
+                                                                   tmp_path: Path) -> None:
+    ports = {"a": free_port(), "b": free_port()}
+    a, b = (instance(tmp_path, mosquitto, postgresql_database, name, "--metrics-port", str(ports[name]))
+            for name in ("a", "b"))
+    with ExitStack() as stack:
+        stack.callback(b.stop)
+        stack.callback(a.stop)
+        a.start()
+        start_standby(b, "a")
+        wait_until(lambda: health(ports["a"])[0] == 200, 20, "the active instance healthy")
+        assert scrape(ports["a"])["spc_bridge_active"] == 1 and "spc_bridge_readings_stored_total" in scrape(ports["a"])
+        assert health(ports["b"]) == (200, {"status": "ok"})
+        assert scrape(ports["b"]) == {"spc_bridge_active": 0}
+        a.stop()  # a clean stop releases the lease: the standby takes over at once
+        wait_until(lambda: scrape(ports["b"])["spc_bridge_active"] == 1, TAKE_OVER_S, "b to be active")
+        wait_until(lambda: health(ports["b"])[0] == 200, 20, "b healthy")
