@@ -6,15 +6,15 @@ Field names are those of the OpenSPC WebSocket seed (``sample_id``, ``characteri
 """
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 ROOT = "spc"
 STATE_TOPIC = f"{ROOT}/bridge/state"
 ERRORS_TOPIC = f"{ROOT}/bridge/errors"
-ONLINE = "online"
-OFFLINE = "offline"
+ONLINE: Final = "online"
+OFFLINE: Final = "offline"
 EVENT_QOS = 1
 
 

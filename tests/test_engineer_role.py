@@ -144,6 +144,6 @@ def test_an_engineer_is_added_from_the_command_line_with_its_acl(tmp_path: Path)
         "user eng1",
         *(f"topic write spc/bridge/request/eng1/{command}" for command in COMMANDS),
         *(f"topic read {topic}" for topic in ("spc/+/sample", "spc/+/violation", "spc/+/ack", "spc/+/limits",
-                                              "spc/+/status", "spc/bridge/state", "spc/bridge/errors",
+                                              "spc/+/status", "spc/bridge/state", "spc/bridge/state/#", "spc/bridge/errors",
                                               "spc/bridge/response/eng1/#")),
     ]

@@ -17,7 +17,7 @@ from pathlib import Path
 from bridge.contract import INSTANCE_FILTER, STATE_TOPIC, instance_topic, request_topic, response_topic
 from tests.brokers import BrokerHandle, MqttProbe, free_port
 from tests.processes import BRIDGE_CLIENT_ID, ChildProcess
-from tests.stream import TOPICS, Gauges, Recorder, assert_nothing_lost_or_doubled, wait_until, write_config
+from tests.stream import TOPICS, Gauges, Recorder, assert_nothing_lost_or_doubled, query, wait_until, write_config
 from tests.test_metrics import health, scrape
 
 TAKE_OVER_S = 10.0
@@ -122,6 +122,17 @@ def test_a_paused_active_instance_commits_nothing_once_it_has_lost_its_lease(
         assert probe.received(STATE_TOPIC)[-1].payload == b"online"
 
 
+def answers(probe: MqttProbe, user: str, command: str, body: dict[str, object]) -> list[dict[str, object]]:
+    """Send ``command`` as ``user``, the probe's (subscribed to its responses), and return every answer to
+    it: the first, and any other within a second (each request must have one only)."""
+    topic = response_topic(user, command)
+    before = len(probe.received(topic))
+    probe.publish(request_topic(user, command), json.dumps(body))
+    probe.wait_for(topic, before + 1, timeout=20)
+    time.sleep(1.0)
+    return [json.loads(m.payload) for m in probe.received(topic)[before:]]
+
+
 def _serving(process: ChildProcess, name: str) -> set[int]:
     """The partitions the log of ``process`` says it serves now: taken, and not handed over or lost since."""
     serving: set[int] = set()
@@ -148,15 +159,9 @@ def test_three_processes_on_six_partitions(mosquitto: BrokerHandle, postgresql_d
         assert set().union(*held.values()) == set(range(6)), held
         operator = stack.enter_context(MqttProbe(mosquitto, user="operator"))
         operator.subscribe(response_topic("operator", "#"))
-        topic = response_topic("operator", "history")
-        for n, cid in enumerate([*TOPICS, 99], 1):  # one at a time: commands of one batch share 50 ms
-            operator.publish(request_topic("operator", "history"), json.dumps({"characteristic_id": cid,
-                                                                                "transaction": cid}))
-            operator.wait_for(topic, n, timeout=20)
-        time.sleep(2.0)  # time for a second answer to any of them
-        answers = [json.loads(m.payload) for m in operator.received(topic)]
-        assert sorted(a["transaction"] for a in answers) == [*TOPICS, 99], answers
-        assert [a["status"] for a in answers if a["transaction"] == 99] == ["error"]
+        for cid in TOPICS:
+            assert [a["status"] for a in answers(operator, "operator", "history", {"characteristic_id": cid})] == ["ok"]
+        assert [a["status"] for a in answers(operator, "operator", "history", {"characteristic_id": 99})] == ["error"]
         with stream(mosquitto, 4000, 500) as (gauges, recorder):
             time.sleep(2.0)
             victim = "p1"
@@ -173,6 +178,18 @@ def test_three_processes_on_six_partitions(mosquitto: BrokerHandle, postgresql_d
             assert_nothing_lost_or_doubled(gauges, recorder, db, gauge_order=False)
         print(f"partitions {sorted(held[victim])} of {victim} taken over after {took:.2f} s")
         assert took < TAKE_OVER_S
+        engineer = stack.enter_context(MqttProbe(mosquitto, user="engineer"))
+        engineer.subscribe(response_topic("engineer", "#"))
+        limits = {"characteristic_id": 2, "center": 10.0, "ucl": 13.0, "lcl": 7.0, "reason": "partitions"}
+        assert [a["status"] for a in answers(engineer, "engineer", "set_limits", limits)] == ["ok"]
+        with MqttProbe(mosquitto, user="gauge") as gauge:
+            gauge.publish(TOPICS[1], json.dumps({"value": 1000.0, "seq": 10**6}))
+        wait_until(lambda: bool(query(db, "select v.id from violations v join samples s on s.id = v.sample_id "
+                                          "where v.characteristic_id = 1 and s.value = 1000")), 20, "the violation")
+        violation = query(db, "select v.id from violations v join samples s on s.id = v.sample_id "
+                              "where v.characteristic_id = 1 and s.value = 1000")[0][0]
+        ack = {"violation_id": violation, "reason_code": "measurement_error", "reason": "partitions"}
+        assert [a["status"] for a in answers(operator, "operator", "ack", ack)] == ["ok"]
 
 
 def test_a_standby_is_healthy_and_its_metrics_say_it_is_not_active(mosquitto: BrokerHandle, postgresql_database: str,

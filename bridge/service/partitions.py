@@ -31,7 +31,7 @@ def _ints(*values: Any) -> list[int]:
 class Owner(NamedTuple):
     """The partition that answers a request and, when it must refuse it for being split, why."""
 
-    index: int
+    partition: int
     problem: str | None = None
 
 

@@ -604,7 +604,7 @@ class Pipeline:
             requests = []
             for message, user, command in work.requests:
                 owner = self.partitioning.owner(conn, command, message.payload)
-                if owner.index != self.partitioning.index:
+                if owner.partition != self.partitioning.index:
                     continue  # another partition answers it
                 if owner.problem is not None:
                     refusals.append((message, commands.refuse(user, command, message.payload, owner.problem)))

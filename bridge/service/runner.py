@@ -16,14 +16,14 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.exc import DBAPIError
 
 from bridge import version
+from bridge.config import CharacteristicConfig, Settings
 from bridge.contract import OFFLINE, ONLINE, InstanceState, instance_topic
 from bridge.ingest import iso_utc
-from bridge.config import CharacteristicConfig, Settings
 from bridge.service.messages import Inbound
 from bridge.service.metrics import BridgeMetrics
 from bridge.service.mqtt import Connected, Disconnected, MqttLink, SubscriptionRefused
@@ -179,7 +179,7 @@ class Bridge:
         except Exception:
             log.exception("could not record %r", item)
 
-    def _instance_state(self, state: str) -> str:
+    def _instance_state(self, state: Literal["online", "offline"]) -> str:
         """The payload of spc/bridge/state/<client id>."""
         lease = self.lease
         assert lease is not None

@@ -6,6 +6,8 @@ hands one back while another live instance has room, so processes started one af
 sharing the partitions.
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -22,7 +24,7 @@ class Instances:
         self.bridge = bridge
         self.name = name
         self.ttl_s = ttl_s
-        self._now = sa.literal_column(NOW[engine.dialect.name])
+        self._now: Any = sa.literal_column(NOW[engine.dialect.name])  # a column expression of seconds
 
     def beat(self, room: int) -> None:
         """Say this instance is alive and could serve ``room`` more partitions (DBAPIError if the database is away)."""
