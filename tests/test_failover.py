@@ -107,7 +107,7 @@ def test_a_paused_active_instance_commits_nothing_once_it_has_lost_its_lease(
             time.sleep(2.0)
             os.kill(a.pid, signal.SIGSTOP)
             try:
-                wait_until(lambda: CONNECTED in b.output(), TAKE_OVER_S, "b to take over from the paused a")
+                wait_until(lambda: CONNECTED in b.output(), TAKE_OVER_S * 2, "b to take over from the paused a")
                 time.sleep(2.0)  # b serves while a sleeps
             finally:
                 os.kill(a.pid, signal.SIGCONT)
