@@ -9,6 +9,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -162,6 +164,12 @@ def test_three_processes_on_six_partitions(mosquitto: BrokerHandle, postgresql_d
         for cid in TOPICS:
             assert [a["status"] for a in answers(operator, "operator", "history", {"characteristic_id": cid})] == ["ok"]
         assert [a["status"] for a in answers(operator, "operator", "history", {"characteristic_id": 99})] == ["error"]
+        deep = json.loads("[" * 50 + "]" * 50)
+        big = "x" * 20_000
+        for body, reason in (({"characteristic_id": deep}, "nests deeper"),
+                             ({"characteristic_id": 1, "pad": big}, "bytes")):
+            refused = answers(operator, "operator", "history", body)
+            assert [a["status"] for a in refused] == ["error"] and reason in str(refused[0]["error"]), refused
         with stream(mosquitto, 4000, 500) as (gauges, recorder):
             time.sleep(2.0)
             victim = "p1"
@@ -209,3 +217,13 @@ def test_a_standby_is_healthy_and_its_metrics_say_it_is_not_active(mosquitto: Br
         a.stop()  # a clean stop releases the lease: the standby takes over at once
         wait_until(lambda: scrape(ports["b"])["spc_bridge_active"] == 1, TAKE_OVER_S, "b to be active")
         wait_until(lambda: health(ports["b"])[0] == 200, 20, "b healthy")
+
+
+def test_a_partition_beyond_the_count_is_refused_at_start(tmp_path: Path, postgresql_database: str) -> None:
+    config = tmp_path / "spc.toml"
+    config.write_text('[[characteristic]]\nid = 1\nname = "bore"\ntopic = "line/bore"\nchart = "imr"\npartition = 5\n')
+    refused = subprocess.run([sys.executable, "-m", "bridge", "run", "--broker", "mqtt://127.0.0.1:9", "--db",
+                              postgresql_database, "--config", str(config), "--partitions", "2"],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert "characteristic(s) [1] name a partition beyond the 2 of --partitions (0..1)" in refused.stderr

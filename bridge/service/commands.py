@@ -87,8 +87,8 @@ def clear_retained(topic: str) -> list[Event]:
     return [Event(topic, "", True)] if len(topic) <= TOPIC_CHARS else []
 
 
-def _screen(payload: bytes) -> None:
-    """The checks that come before the payload is parsed at all."""
+def screen(payload: bytes) -> None:
+    """The checks that come before the payload is parsed at all (CommandError with the reason)."""
     if len(payload) > MAX_REQUEST_BYTES:
         raise CommandError(f"the request is {len(payload)} bytes; at most {MAX_REQUEST_BYTES} are accepted")
     if deeper_than(payload, MAX_REQUEST_DEPTH):
@@ -230,7 +230,7 @@ def handle(conn: Connection, user: str, command: str, payload: bytes, now: str,
     if not payload:
         return Outcome([], None)  # the deletion of a retained request (see RETAINED_IGNORED): no request
     try:
-        _screen(payload)
+        screen(payload)
     except CommandError as error:
         return _refused(user, command, None, str(error))
     transaction = _transaction(payload)
@@ -268,7 +268,7 @@ def _not_carried_out(user: str, command: str, payload: bytes, status: Literal["b
     if not payload:
         return Outcome([], None)
     try:
-        _screen(payload)
+        screen(payload)
         transaction = _transaction(payload)
     except CommandError:
         transaction = None

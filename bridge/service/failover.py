@@ -107,7 +107,12 @@ class Instance:
     def _load(self) -> Characteristics:
         """The characteristics file, read again for each take-over (a bridge keeps only what it runs)."""
         configs = load_characteristics(self.settings.config_path)
-        if self.settings.partitions > 1 and any(c.sparkplug is not None for c in configs):
+        count = self.settings.partitions
+        beyond = [c.id for c in configs if count > 1 and c.partition is not None and c.partition >= count]
+        if beyond:  # no partition would ever serve them
+            raise ConfigError(f"partition: characteristic(s) {beyond[:20]} name a partition beyond the "
+                              f"{count} of --partitions (0..{count - 1})")
+        if count > 1 and any(c.sparkplug is not None for c in configs):
             raise ConfigError("partitions: not with Sparkplug characteristics yet (one Sparkplug host per bridge): "
                               "serve them from a bridge of their own, without --partitions")
         return configs

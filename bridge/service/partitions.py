@@ -16,6 +16,8 @@ from sqlalchemy.engine import Connection
 
 from bridge.config import CharacteristicConfig
 from bridge.contract import ACK_COMMAND, CHARACTERISTIC_COMMAND, MAX_ACK_IDS
+from bridge.service.command_errors import CommandError
+from bridge.service.commands import screen
 from bridge.store import queries
 
 
@@ -54,20 +56,21 @@ class Partitioning:
         return self.of(config.id, config.partition) == self.index
 
     def owner(self, conn: Connection, command: str, payload: bytes) -> Owner:
-        """Which partition answers this request (read from the database for acknowledgements)."""
+        """Which partition answers this request (read from the database for acknowledgements); one
+        the bridge refuses before parsing it (too big, too deep) or cannot parse goes to partition 0."""
         try:
+            screen(payload)
             body = json.loads(payload)
-        except ValueError:
+        except (CommandError, ValueError):
             return Owner(0)
         if not isinstance(body, dict):
             return Owner(0)
         if command == CHARACTERISTIC_COMMAND:
             table = body.get("characteristic")
             table = table if isinstance(table, dict) else {}
-            ids, partition = _ints(table.get("id")), table.get("partition")
-            if ids and isinstance(partition, int) and not isinstance(partition, bool) and 0 <= partition < self.count:
-                return Owner(partition)
-            return Owner(self.of(ids[0]) if ids else 0)
+            ids, given = _ints(table.get("id")), _ints(table.get("partition"))
+            partition = given[0] if given and 0 <= given[0] < self.count else None
+            return Owner(self.of(ids[0], partition) if ids else 0)
         if command != ACK_COMMAND:
             ids = _ints(body.get("characteristic_id"))
             return Owner(self.of(ids[0]) if ids else 0)
