@@ -9,7 +9,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from bridge.store.lease import Lease, LeaseLost, create_table
+from bridge.store.lease import Lease, LeaseLost, bound_idle_transactions, create_table
 from bridge.store.queries import open_database
 
 TTL_S = 1.0
@@ -113,3 +113,31 @@ def test_a_transaction_left_open_cannot_hold_up_the_take_over(engines: "list[sa.
     conn.close()
     thread.join(30)
     assert _written(engines[1]) == expected
+
+
+def test_a_renewal_left_open_cannot_hold_up_the_take_over(postgresql_database: str) -> None:
+    """An instance paused in the middle of renewing its lease, the row updated and not yet committed: the
+    server ends that transaction after the lease's time, and another instance takes the lease over
+    (without the bound it waited until the paused one woke, found once under CI's load)."""
+    engines = [open_database(postgresql_database) for _ in range(2)]
+    try:
+        create_table(engines[0])
+        bound_idle_transactions(engines[0], TTL_S)
+        a = Lease(engines[0], "bridge:test", "a", TTL_S)
+        b = Lease(engines[1], "bridge:test", "b", TTL_S)
+        assert a.take(a.holder())
+        paused = engines[0].connect()
+        paused.begin()
+        paused.execute(sa.text("UPDATE leases SET expires_at = expires_at WHERE name = 'bridge:test'"))
+        time.sleep(TTL_S + 0.2)  # expired: a renews no more
+        taken = threading.Event()
+        thread = threading.Thread(target=lambda: b.take(b.holder()) and taken.set(), daemon=True)
+        thread.start()
+        assert taken.wait(TTL_S * 10), "the take-over waited for the paused renewal"
+        with pytest.raises(sa.exc.DBAPIError):
+            paused.commit()
+        paused.close()
+        assert b.holder().holder == "b"
+    finally:
+        for engine in engines:
+            engine.dispose()

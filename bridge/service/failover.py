@@ -28,7 +28,9 @@ from bridge.service.partitions import partition_client_id
 from bridge.service.runner import Bridge
 from bridge.store.failures import open_engine, prepare_waiting
 from bridge.store.instances import Instances
-from bridge.store.lease import Holder, Lease, LeaseLost, create_table, default_instance
+from bridge.store.lease import (
+    Holder, Lease, LeaseLost, bound_idle_transactions, create_table, default_instance,
+)
 from bridge.store.schema import instances, leases
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class Instance:
         self._load()  # a file that cannot run is refused at once, not at the first take-over
         self.name = settings.instance or default_instance()
         self.engine = open_engine(settings.db_url)  # the leases' own, apart from the bridges' writes
+        bound_idle_transactions(self.engine, settings.lease_ttl)
         self.leases = [Lease(self.engine, partition_client_id(settings.client_id, k, count), self.name,
                              settings.lease_ttl) for k in range(count)]
         self.take = settings.take or count

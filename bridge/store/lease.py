@@ -171,17 +171,7 @@ class Lease:
     def arm(self, engine: Engine) -> None:
         """Fence every commit on ``engine``: it fails with LeaseLost unless this instance still holds
         the lease. On PostgreSQL, a transaction left idle for the lease's time is ended by the server."""
-        if engine.dialect.name == "postgresql":
-            timeout_ms = int(self.ttl_s * 1000)
-
-            @sa.event.listens_for(engine, "connect")
-            def _bounded(dbapi_connection: Any, _record: Any) -> None:
-                with dbapi_connection.cursor() as cursor:
-                    cursor.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}")
-                dbapi_connection.commit()
-
-            engine.dispose()  # connections made before have no such bound
-
+        bound_idle_transactions(engine, self.ttl_s)
         check = (sa.select(leases.c.epoch).where(leases.c.name == self.name).with_for_update())
 
         @sa.event.listens_for(engine, "commit")
@@ -191,6 +181,22 @@ class Lease:
             if conn.execute(check).scalar() != self.epoch:
                 self._lose("another instance has taken it over (seen at a commit)")
                 raise LeaseLost(f"{self.instance} no longer holds the lease of {self.name}")
+
+
+def bound_idle_transactions(engine: Engine, seconds: float) -> None:
+    """On PostgreSQL, have the server end a transaction of ``engine`` left idle for ``seconds``: one
+    of a paused or cut-off instance (a renewal, a commit's fence) would otherwise keep the lease row
+    locked, and the take-over waiting, until its socket dies."""
+    if engine.dialect.name != "postgresql":
+        return
+
+    @sa.event.listens_for(engine, "connect")
+    def _bounded(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {int(seconds * 1000)}")
+        dbapi_connection.commit()
+
+    engine.dispose()  # connections made before have no such bound
 
 
 def create_table(engine: Engine, table: sa.Table = leases) -> None:
