@@ -577,6 +577,8 @@ ENV_PREFIX = "SPC_BRIDGE_"
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_DB = "sqlite:///spc.db"
 MQTT_VERSIONS = ("3.1.1", "5")
+KEPT, RENUMBERED = "kept", "renumbered"  # --redelivered-ids: what a broker's redeliveries carry
+REDELIVERED_IDS = (KEPT, RENUMBERED)
 MAX_PACKET = 268_435_455                # the largest MQTT packet (remaining length)
 
 
@@ -605,6 +607,7 @@ class Settings:
     partitions: int = 1  # of the characteristics (bridge.service.partitions)
     take: int | None = None  # the most partitions this process serves while others wait; None: all
     lease_ttl: float = 5.0  # seconds a lease lasts unrenewed (bridge.store.lease)
+    redelivered_ids: str = KEPT  # what the broker's redeliveries carry (bridge.service.resends)
 
     def __post_init__(self) -> None:
         try:
@@ -659,6 +662,9 @@ class Settings:
             raise ConfigError(f"take: must be 1..{self.partitions} (the partitions), got {self.take}")
         if not (isfinite(self.lease_ttl) and 1 <= self.lease_ttl <= 3600):
             raise ConfigError(f"lease-ttl: must be 1..3600 seconds, got {self.lease_ttl}")
+        if self.redelivered_ids not in REDELIVERED_IDS:
+            raise ConfigError(f"redelivered-ids: must be one of {', '.join(REDELIVERED_IDS)}, "
+                              f"got {self.redelivered_ids!r}")
         if self.instance is not None and not 1 <= len(self.instance) <= 200:
             raise ConfigError("instance: must be 1 to 200 characters")
         if self.partitions > 1 and make_url(self.db_url).get_backend_name() == "sqlite":
@@ -737,6 +743,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     add("--lease-ttl", "5", "seconds the active instance's lease lasts unrenewed: a standby on another machine "
         "takes over this long after the active one dies (on this machine, at once)", type=float,
         metavar="SECONDS")
+    add("--redelivered-ids", KEPT, "what the broker's redeliveries carry: kept, the packet id of the first "
+        "delivery as MQTT requires (the embedded broker, Mosquitto, EMQX, HiveMQ, one NATS node): every reading "
+        "stored once; renumbered, new ids (RabbitMQ, a NATS cluster): readings with a seq, an id or a ts "
+        "stored once, those without at least once", choices=REDELIVERED_IDS)
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
@@ -764,4 +774,5 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         partitions=ns.partitions,
         take=ns.take,
         lease_ttl=ns.lease_ttl,
+        redelivered_ids=ns.redelivered_ids,
     )

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.brokers import BrokerHandle
-from tests.processes import ChildProcess, bridge_process
+from tests.processes import BRIDGE_CLIENT_ID, ChildProcess, bridge_process
 from tests.credentials import password
 
 # Five gauges, one per characteristic, each identifying its readings differently.
@@ -61,6 +61,7 @@ baseline = 5
 """
 ONLINE = ": online"  # the end of the bridge's line once every subscription is granted
 TOPICS = {1: "line/seq", 2: "line/id", 3: "line/ts", 4: "line/bare", 5: "line/bore"}
+KEYLESS = (4, 5)  # the characteristics whose readings carry neither a seq, an id nor a ts
 
 
 def payload(characteristic: int, k: int, rng: random.Random) -> str:
@@ -183,12 +184,13 @@ class Recorder:
 
 @contextmanager
 def streaming(broker: BrokerHandle, tmp_path: Path, readings: int, rate: float,
-              gauge_broker: BrokerHandle | None = None) -> Iterator[tuple[ChildProcess, Gauges, Recorder, str]]:
-    """A bridge on a SQLite file on ``broker``, started and holding every subscription; a recorder of its
-    events and gauges ready to stream, on ``gauge_broker`` (a node of the same cluster; default
-    ``broker``); the database URL. All of them are stopped afterwards."""
+              gauge_broker: BrokerHandle | None = None, options: Sequence[str] = ()
+              ) -> Iterator[tuple[ChildProcess, Gauges, Recorder, str]]:
+    """A bridge on a SQLite file on ``broker`` with ``options``, started and holding every subscription; a
+    recorder of its events and gauges ready to stream, on ``gauge_broker`` (a node of the same cluster;
+    default ``broker``); the database URL. All of them are stopped afterwards."""
     db = f"sqlite:///{tmp_path / 'spc.db'}"
-    bridge = bridge_process(tmp_path, broker.url("bridge"), db, write_config(tmp_path))
+    bridge = bridge_process(tmp_path, broker.url("bridge"), db, write_config(tmp_path), BRIDGE_CLIENT_ID, *options)
     bridge.ready_line = ONLINE
     with ExitStack() as stack:
         bridge.start()
@@ -216,6 +218,15 @@ def wait_until(check: "callable[[], bool]", timeout: float, what: str) -> None:
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+def missing_keyless(gauges: Gauges, db_url: str) -> Counter[tuple[int, float]]:
+    """The readings without a key that were sent and are not stored, by (characteristic, value): those
+    stored at least as often as sent are not missing, however many more times they were stored."""
+    stored = Counter((cid, json.loads(m)[0]) for cid, m in query(
+        db_url, f"select characteristic_id, measurements from readings "
+                f"where characteristic_id in ({', '.join(map(str, KEYLESS))})"))
+    return Counter((cid, float(p)) for cid in KEYLESS for p in gauges.sent[cid]) - stored
 
 
 def _same_order(cid: int, stored: list[str], sent: list[str], ordered: bool) -> None:

@@ -494,6 +494,7 @@ def test_settings_from_environment(clean_env: pytest.MonkeyPatch, tmp_path: Path
         "BROKER": "wss://bridge:pw@127.0.0.1", "DB": "postgresql+psycopg://spc:dbpw@127.0.0.1:5432/test",
         "CONFIG": "/etc/spc/chars.toml", "CLIENT_ID": "bridge-2", "BATCH_SIZE": "100", "BATCH_MS": "5.5",
         "MAX_PAYLOAD": "1024", "CA_FILE": str(ca), "MQTT_VERSION": "5", "SPARKPLUG_REORDER_TIMEOUT": "0.5",
+        "REDELIVERED_IDS": "renumbered",
     }
     for name, value in values.items():
         clean_env.setenv(f"SPC_BRIDGE_{name}", value)
@@ -503,6 +504,7 @@ def test_settings_from_environment(clean_env: pytest.MonkeyPatch, tmp_path: Path
         db_url="postgresql+psycopg://spc:dbpw@127.0.0.1:5432/test", config_path=Path("/etc/spc/chars.toml"),
         client_id="bridge-2", batch_size=100, batch_ms=5.5, max_payload=1024, ca_file=ca, mqtt_version="5",
         sparkplug_host_id="bridge", sparkplug_reorder_timeout=0.5,  # the host id: the broker URL's user name
+        redelivered_ids="renumbered",
     )
     assert "pw" not in repr(settings)
     # the command line wins over the environment
@@ -528,6 +530,7 @@ def test_config_is_required_without_environment(
     ("CA_FILE", "ca.pem", "ca-file: given, but the broker URL mqtt://127.0.0.1:1883 is not mqtts://"),
     ("SPARKPLUG_HOST_ID", "line/3", "sparkplug-host-id: must not contain '+', '/', '#'"),
     ("SPARKPLUG_REORDER_TIMEOUT", "0", "sparkplug-reorder-timeout: must be a finite number of seconds > 0"),
+    ("REDELIVERED_IDS", "new", "redelivered-ids: must be one of kept, renumbered, got 'new'"),
 ])
 def test_bad_settings(clean_env: pytest.MonkeyPatch, env: str, value: str, words: str) -> None:
     clean_env.setenv(f"SPC_BRIDGE_{env}", value)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.nats import NatsCluster, NatsProcess
-from tests.processes import ChildProcess, bridge_process
+from tests.processes import BRIDGE_CLIENT_ID, ChildProcess, bridge_process
 from tests.stream import (
-    TOPICS, Gauges, Recorder, assert_nothing_lost_or_doubled, query, streaming, wait_until, write_config,
+    TOPICS, Gauges, Recorder, assert_nothing_lost_or_doubled, missing_keyless, query, streaming, wait_until,
+    write_config,
 )
 
 # Elections and JetStream's timeouts are timed: the module runs alone, in the serial phase.
@@ -27,6 +28,7 @@ MAX_ACK_PENDING = 10_000
 ONLINE_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 60.0
 KEYED = (1, 2, 3)  # the stream's characteristics whose readings carry a seq, an id or a ts
+RENUMBERED = ("--redelivered-ids", "renumbered")  # after a stream leader's loss redeliveries get new ids
 
 
 @pytest.fixture
@@ -41,9 +43,9 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 
 
 def bridge_on(node: NatsProcess, tmp_path: Path, db: str) -> ChildProcess:
-    """The bridge on ``node`` (not started yet); its client id is the same on every node, so it
-    resumes one session wherever it connects."""
-    return bridge_process(tmp_path, node.url("bridge"), db, write_config(tmp_path))
+    """The bridge on ``node`` (not started yet) with ``--redelivered-ids renumbered``; its client id is the
+    same on every node, so it resumes one session wherever it connects."""
+    return bridge_process(tmp_path, node.url("bridge"), db, write_config(tmp_path), BRIDGE_CLIENT_ID, *RENUMBERED)
 
 
 def start_online(bridge: ChildProcess) -> None:
@@ -104,14 +106,13 @@ def every_event_received(recorder: Recorder, db: str) -> bool:
 def test_the_bridge_moves_to_a_survivor_when_its_node_dies(cluster: NatsCluster, tmp_path: Path) -> None:
     """kill -9, mid-stream, the node that carries the bridge and leads the stream of MQTT messages;
     the bridge (kill -9 too) starts again on another node with the same client id and resumes its
-    session there; the dead node rejoins. Readings with a seq, an id or a ts are stored exactly
-    once, and every event arrives: NATS delivers again, with new packet ids, what the dead node had
-    not replicated (acknowledgements) or had stored without sending the PUBACK (a gauge sends it
-    again). Readings without a key are not checked: a renumbered redelivery can be stored twice, or
-    taken for a resend and dropped (docs/brokers.md, the broker matrix)."""
+    session there; the dead node rejoins. NATS delivers again, with new packet ids, what the dead node
+    had not replicated (acknowledgements) or had stored without sending the PUBACK (a gauge sends it
+    again): with ``--redelivered-ids renumbered`` readings with a seq, an id or a ts are stored exactly
+    once, none without one is lost (some may be stored twice), and every event arrives."""
     bridge_node = cluster.stream_leader()
     gauge_node, survivor = (node for node in cluster.nodes if node is not bridge_node)
-    with streaming(bridge_node, tmp_path, READINGS, RATE, gauge_node) as (bridge, gauges, recorder, db), \
+    with streaming(bridge_node, tmp_path, READINGS, RATE, gauge_node, RENUMBERED) as (bridge, gauges, recorder, db), \
             ExitStack() as stack:
         gauges.start()
         wait_published(gauges, 0.3)
@@ -131,4 +132,5 @@ def test_the_bridge_moves_to_a_survivor_when_its_node_dies(cluster: NatsCluster,
         for cid in KEYED:
             stored, expected = stored_values(db, cid), sent_values(gauges, cid)
             assert stored == expected, f"characteristic {cid}: {stored.total()} stored of {expected.total()}"
+        wait_until(lambda: not missing_keyless(gauges, db), DRAIN_TIMEOUT, "every reading without a key stored")
         wait_until(lambda: every_event_received(recorder, db), DRAIN_TIMEOUT, "every event at the recorder")

@@ -103,7 +103,7 @@ class Pipeline:
                  max_payload: int = 65536, capability_interval: float = 10.0,
                  reorder_timeout_s: float = 2.0, source: str = "configuration",
                  role_of: Callable[[str], str | None] | None = None,
-                 partition: tuple[int, int] | None = None) -> None:
+                 partition: tuple[int, int] | None = None, ids_kept: bool = True) -> None:
         self.engine = engine
         self.partition = partition  # (index, count) of the partition this pipeline serves; None: all
         self.partitioning: Partitioning | None = None  # made at start, from every characteristic
@@ -120,7 +120,7 @@ class Pipeline:
         self.router = Router()
         self.sparkplug: SparkplugDecoder | None = None  # with characteristics fed by Sparkplug metrics
         self.outbox = Outbox(engine, bridge)
-        self.resends = Resends(bridge)
+        self.resends = Resends(bridge, ids_kept)  # ids_kept: the broker redelivers under the first packet id
         self.stored = 0  # readings committed by this process
         self.rejected = 0
         self.commands = commands.Desk()

@@ -2,7 +2,9 @@
 
 Two layers, both persistent so that they hold across restarts. A QoS 1 message that the broker
 sends again (DUP) after the bridge stored it matches a recorded delivery: the same packet id and
-content within the last REDELIVERY_WINDOW deliveries. A reading sent again by its source (a gauge
+content within the last REDELIVERY_WINDOW deliveries. That layer is off for a broker that gives
+redeliveries new packet ids (``--redelivered-ids renumbered``): there a never-processed redelivery
+can have the id and content of an earlier delivery, and would be dropped, lost. A reading sent again by its source (a gauge
 that resends after a timeout, a broker that renumbers redeliveries, a Sparkplug rebirth) matches
 a stored reading's key with the same digest (bridge.service.idempotency); the same key with another
 digest is a conflict.
@@ -32,8 +34,9 @@ def _digest(message: Inbound) -> str:
 class Resends:
     """One bridge's record of deliveries, and the count of resends it dropped."""
 
-    def __init__(self, bridge: str) -> None:
+    def __init__(self, bridge: str, ids_kept: bool = True) -> None:
         self.bridge = bridge
+        self.ids_kept = ids_kept  # the broker redelivers under the first delivery's packet id
         self.delivered = 0  # counter of the latest delivery recorded
         self.duplicates = 0
 
@@ -48,8 +51,10 @@ class Resends:
 
         Content alone cannot tell: after a crash the broker also redelivers, with DUP, messages the
         bridge never processed, whose content may equal a recent reading's. A broker that renumbers
-        redeliveries (RabbitMQ) is covered by the readings' keys (seq or ts), not here.
+        redeliveries (RabbitMQ) is covered by the readings' keys (seq or ts) only: every message is new.
         """
+        if not self.ids_kept:
+            return list(messages)
         redelivered = [m.delivery_id for m in messages if m.redelivered and m.delivery_id is not None]
         seen = queries.deliveries_of(conn, self.bridge, redelivered)
         fresh = []

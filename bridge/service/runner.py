@@ -21,7 +21,7 @@ from typing import Any, Literal
 from sqlalchemy.exc import DBAPIError
 
 from bridge import version
-from bridge.config import CharacteristicConfig, Settings
+from bridge.config import KEPT, CharacteristicConfig, Settings
 from bridge.contract import OFFLINE, ONLINE, InstanceState, instance_topic
 from bridge.ingest import iso_utc
 from bridge.service.messages import Inbound
@@ -76,7 +76,7 @@ class Bridge:
                                  settings.max_payload, settings.capability_interval,
                                  settings.sparkplug_reorder_timeout, str(settings.config_path),
                                  roles.role if roles is not None else None,
-                                 partition if partition[1] > 1 else None)
+                                 partition if partition[1] > 1 else None, settings.redelivered_ids == KEPT)
         if lease is not None:
             lease.arm(self.pipeline.engine)
         self.link = self._link(settings.client_id, self._confirmed, may_connect=self._may_connect)
