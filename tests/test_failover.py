@@ -1,7 +1,7 @@
 """Instances of one logical bridge (bridge.service.failover) as real processes on Mosquitto and PostgreSQL:
 a standby takes over within 10 s of a kill -9 of the active one, five times during a stream, with nothing
 lost or doubled; a paused active instance that wakes after losing its lease commits nothing and takes no
-session back; three processes on six partitions, started one after another, share them two each, serve
+session back; rule windows continue across a take-over; three processes on six partitions, started one after another, share them two each, serve
 each request once and, when one is killed, its partitions are served again within 10 s; a standby's health check passes and its metrics say it is not
 active."""
 
@@ -20,15 +20,21 @@ from bridge.contract import INSTANCE_FILTER, STATE_TOPIC, instance_topic, reques
 from tests.brokers import BrokerHandle, MqttProbe, free_port
 from tests.processes import BRIDGE_CLIENT_ID, ChildProcess
 from tests.stream import TOPICS, Gauges, Recorder, assert_nothing_lost_or_doubled, query, wait_until, write_config
+from tests.test_bridge_e2e import payloads
+from tests.test_bridge_e2e import write_config as write_file
+from tests.test_bridge_restart import CONFIG as RESTART_CONFIG
 from tests.test_metrics import health, scrape
 
 TAKE_OVER_S = 10.0
 CONNECTED = "MQTT Connected"
 
 
-def instance(tmp_path: Path, broker: BrokerHandle, db: str, name: str, *extra: str) -> ChildProcess:
-    """``spc-bridge run --instance <name>`` of the stream's bridge (not started), with a log of its own."""
-    return ChildProcess(["run", "--broker", broker.url("bridge"), "--db", db, "--config", str(write_config(tmp_path)),
+def instance(tmp_path: Path, broker: BrokerHandle, db: str, name: str, *extra: str,
+             config: Path | None = None) -> ChildProcess:
+    """``spc-bridge run --instance <name>`` of the stream's bridge, or of the characteristics file ``config``
+    (not started), with a log of its own."""
+    return ChildProcess(["run", "--broker", broker.url("bridge"), "--db", db,
+                         "--config", str(config or write_config(tmp_path)),
                          "--client-id", BRIDGE_CLIENT_ID, "--instance", name, *extra],
                         tmp_path / f"{name}.log", CONNECTED)
 
@@ -92,6 +98,47 @@ def test_standby_takes_over_within_10_s_of_kill_9(mosquitto: BrokerHandle, postg
         wait_until(lambda: instance_state(probe)["instance"] == active, 10, "the state to name the active instance")
         assert instance_state(probe)["epoch"] == 6
         assert probe.received(STATE_TOPIC)[-1].payload == b"online"
+
+
+def _distinct_samples(probe: MqttProbe) -> list[int]:
+    """The ids of characteristic 1's samples in the order their events first came."""
+    return list(dict.fromkeys(json.loads(m.payload)["sample_id"] for m in probe.received("spc/1/sample")))
+
+
+def test_rule_windows_continue_across_a_take_over(mosquitto: BrokerHandle, postgresql_database: str,
+                                                  tmp_path: Path) -> None:
+    """A nine-point run straddling a kill -9 of the active instance fires rule 2 at the standby that took
+    over; two bores before the take-over and one after make one subgroup; the limits are those the
+    killed instance had set, not a new baseline's."""
+    config = write_file(tmp_path, RESTART_CONFIG)
+    a, b = (instance(tmp_path, mosquitto, postgresql_database, name, config=config) for name in ("a", "b"))
+    with ExitStack() as stack:
+        stack.callback(b.stop)
+        stack.callback(a.stop)
+        a.start()
+        start_standby(b, "a")
+        watcher = stack.enter_context(MqttProbe(mosquitto, user="dashboard"))
+        gauge = stack.enter_context(MqttProbe(mosquitto))
+        watcher.subscribe("spc/#")
+        for value in [10.0, 11.0, 9.0, 10.5, 9.5] + [10.2] * 5:  # baseline, then 5 above the centre
+            gauge.publish("plant/shaft", str(value))
+        for value in (10.1, 9.9):
+            gauge.publish("plant/bore", str(value))
+        payloads(watcher, "spc/1/sample", 10)
+        limits = payloads(watcher, "spc/1/limits", 2)[1]
+        wait_until(lambda: query(postgresql_database, "select count(*) from readings")[0][0] == 12, 10,
+                   "the bores stored")
+        a.kill()
+        wait_until(lambda: CONNECTED in b.output(), TAKE_OVER_S, "b to take over")
+        for value in [10.2] * 4:
+            gauge.publish("plant/shaft", str(value))
+        gauge.publish("plant/bore", "10.3")
+        violation = payloads(watcher, "spc/1/violation", 1)[0]
+        wait_until(lambda: len(_distinct_samples(watcher)) == 14, 10, "14 samples")  # events come at least once
+        assert (violation["rule_id"], violation["sample_id"]) == (2, _distinct_samples(watcher)[13])
+        assert payloads(watcher, "spc/1/limits", 3)[-1] == limits
+        bore = payloads(watcher, "spc/2/sample", 1)[0]
+        assert bore["n"] == 3 and abs(bore["value"] - 10.1) < 1e-9
 
 
 def test_a_paused_active_instance_commits_nothing_once_it_has_lost_its_lease(
