@@ -6,8 +6,13 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
+from bridge.config import load_characteristics
+from bridge.service.messages import Inbound
+from bridge.service.pipeline import Pipeline
+from bridge.store.queries import create_tables, open_database
 from tests.brokers import BrokerHandle, MqttProbe
 from tests.stream import Gauges, Recorder, assert_nothing_lost_or_doubled, query, wait_until
 from tests.stream import CONFIG as STREAM_CONFIG
@@ -131,3 +136,71 @@ def test_commands_while_readings_stream_lose_nothing(broker: BrokerHandle, tmp_p
         gauges.close()
         recorder.close()
         bridge.stop()
+
+
+PARTITIONED = """
+[[characteristic]]
+id = 1
+name = "Shaft length, partition 1"
+topic = "plant/shaft"
+chart = "imr"
+center = 10.0
+sigma = 1.0
+
+[[characteristic]]
+id = 2
+name = "Flange, partition 0"
+topic = "plant/flange"
+chart = "imr"
+center = 5.0
+sigma = 1.0
+
+[[characteristic]]
+id = 3
+name = "Bore, partition 1"
+topic = "plant/bore"
+chart = "xbar_r"
+subgroup_size = 4
+center = 10.0
+sigma = 1.0
+"""
+
+
+def _partition(db: str, file: Path, text: str, k: int) -> Pipeline:
+    """The started pipeline of partition ``k`` of 2 on the characteristics ``text``, written to ``file``."""
+    file.write_text(text)
+    engine = open_database(db)
+    create_tables(engine)
+    pipeline = Pipeline(engine, "bridge:test", load_characteristics(file), source=str(file),
+                        partition=(k, 2))
+    pipeline.start()
+    return pipeline
+
+
+def test_a_changed_file_reaches_the_partition_that_runs_the_characteristic(postgresql_database: str,
+                                                                           tmp_path: Path) -> None:
+    """Partition 0 applies a changed file first; partition 1, which runs the changed characteristics,
+    starts after it and still restates them: a new limit set for the new centre, and a bore whose
+    subgroup size changed starts afresh, without the two values collected under the old size."""
+    db, file = postgresql_database, tmp_path / "partitioned.toml"
+    for k in (0, 1):
+        _partition(db, file, PARTITIONED, k).engine.dispose()
+    one = _partition(db, file, PARTITIONED, 1)
+    at = datetime.now(timezone.utc)
+    one.process([Inbound(topic, value.encode(), at, None, mid, False, False)
+                 for mid, (topic, value) in enumerate([("plant/shaft", "10.2"), ("plant/bore", "10.1"),
+                                                       ("plant/bore", "9.9")], start=1)])
+    one.engine.dispose()
+    changed = PARTITIONED.replace("center = 10.0\nsigma = 1.0\n\n[[characteristic]]\nid = 2",
+                                  "center = 12.0\nsigma = 1.0\n\n[[characteristic]]\nid = 2")
+    changed = changed.replace("subgroup_size = 4", "subgroup_size = 3")
+    _partition(db, file, changed, 0).engine.dispose()  # applies the file: 1 and 3 changed
+    one = _partition(db, file, changed, 1)
+    try:
+        assert one.by_id[1].assembler.evaluator.limits()[0].center == 12.0
+        assert query(db, "select center, cause from limit_sets where characteristic_id = 1 order by version") \
+            == [(10.0, "import"), (12.0, "import")]
+        bore = one.process([Inbound("plant/bore", b"10.0", at, None, 9, False, False)])
+        assert not [e for e in bore.events if e.topic == "spc/3/sample"], "a subgroup of old and new values"
+    finally:
+        one.engine.dispose()

@@ -178,6 +178,7 @@ class Pipeline:
             if self.partition is not None:
                 self.partitioning = Partitioning(*self.partition, configs)
                 configs = [c for c in configs if self.partitioning.serves(c)]
+            changed = queries.take_changed_by_file(conn, (c.id for c in configs))  # by this file or an earlier
             configs.reverse()
             self.reason_codes = catalog.reason_codes(conn)
             saved = queries.load_states(conn)
@@ -194,17 +195,15 @@ class Pipeline:
                 work = Batch()
                 restated: list[Characteristic] = []
                 for config in chunk:
-                    state, waiting = saved.pop(config.id, (None, None))
-                    if config.id in imported.reshaped:
-                        state, waiting = None, None
+                    state, waiting = saved.pop(config.id, (None, None))  # none once reshaped
                     spec = config.chart_spec()
                     ch = Characteristic(config.id, spec, Assembler(spec, state, waiting),
                                         limit_set=current.get(config.id), name=config.name)
                     self.by_id[config.id] = ch
                     cause = None
-                    if ch.limit_set is None or config.id in imported.changed:
+                    if ch.limit_set is None or config.id in changed:
                         cause = import_cause
-                        if state is not None and config.id not in imported.reshaped:
+                        if state is not None:
                             self._reestablish(ch)
                             restated.append(ch)
                     ch.published_limits = -1 if cause is not None else ch.assembler.evaluator.limits_version

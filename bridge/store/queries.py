@@ -2,7 +2,7 @@
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -15,8 +15,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from bridge.store import audit
 from bridge.store.lease import LeaseLost
 from bridge.store.schema import (
-    characteristics, deliveries, engine_state, metadata, outbox, readings, samples, subscriptions,
-    violations,
+    changed_by_file, characteristics, deliveries, engine_state, metadata, outbox, readings, samples,
+    subscriptions, violations,
 )
 
 
@@ -103,6 +103,26 @@ def load_states(conn: Connection, ids: Sequence[int] | None = None
     if ids is not None:
         query = query.where(engine_state.c.characteristic_id.in_(ids))
     return {r.characteristic_id: (json.loads(r.state), json.loads(r.pending)) for r in conn.execute(query)}
+
+
+def forget_states(conn: Connection, ids: Iterable[int]) -> None:
+    """Delete the saved engine state and collected single values of ``ids``: they start afresh."""
+    conn.execute(sa.delete(engine_state).where(engine_state.c.characteristic_id.in_(list(ids))))
+
+
+def mark_changed_by_file(conn: Connection, ids: Iterable[int]) -> None:
+    """Record that a file changed ``ids``, for the bridge that runs each (:func:`take_changed_by_file`)."""
+    _upsert(conn, changed_by_file, ("characteristic_id",), ("characteristic_id",),
+            [{"characteristic_id": cid} for cid in ids])
+
+
+def take_changed_by_file(conn: Connection, ids: Iterable[int]) -> set[int]:
+    """Which of ``ids`` a file changed since their bridge last started; they are no longer recorded."""
+    marked = {cid for cid, in conn.execute(sa.select(changed_by_file.c.characteristic_id))}  # a few rows
+    taken = marked.intersection(ids)
+    if taken:
+        conn.execute(sa.delete(changed_by_file).where(changed_by_file.c.characteristic_id.in_(sorted(taken))))
+    return taken
 
 
 def save_states(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:

@@ -135,6 +135,14 @@ engine_state = sa.Table(
     sa.Column("pending", sa.Text, nullable=False),
 )
 
+# Characteristics a file changed, until the bridge that runs each has restated its limits under the
+# change: with partitions another partition's bridge may be the one that applied the file
+# (bridge.service.catalog).
+changed_by_file = sa.Table(
+    "changed_by_file", metadata,
+    sa.Column("characteristic_id", sa.Integer, primary_key=True, autoincrement=False),
+)
+
 # Events committed with the data they describe and deleted once the broker has acknowledged them;
 # seq is the publishing bridge's own counter, so several bridges can share one database.
 outbox = sa.Table(
