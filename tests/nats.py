@@ -224,7 +224,8 @@ class NatsCluster:
              timeout: float = API_TIMEOUT) -> dict[str, Any] | None:
         """A JetStream API request as the admin user through node ``via`` (else any running node), over
         the NATS client protocol, which is text: the JSON answer; None if it is an error or none comes
-        within ``timeout`` (JetStream answers nothing while it has no leader to answer)."""
+        within ``timeout`` or the node is not there to ask (JetStream answers nothing while it has no leader
+        to answer)."""
         node = via or next(n for n in self.nodes if n.pid is not None)
         connect = json.dumps({"user": "admin", "pass": password("admin"), "verbose": False})
         try:
@@ -239,7 +240,7 @@ class NatsCluster:
                     if line.startswith(b"PING"):
                         sock.sendall(b"PONG\r\n")
                 answer: dict[str, Any] = json.loads(reader.read(int(line.split()[-1]) + 2))
-        except TimeoutError:
+        except (TimeoutError, ConnectionRefusedError, ConnectionResetError):  # a node restarting, an election
             return None
         return None if "error" in answer else answer
 

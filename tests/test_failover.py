@@ -136,7 +136,9 @@ def test_rule_windows_continue_across_a_take_over(mosquitto: BrokerHandle, postg
         violation = payloads(watcher, "spc/1/violation", 1)[0]
         wait_until(lambda: len(_distinct_samples(watcher)) == 14, 10, "14 samples")  # events come at least once
         assert (violation["rule_id"], violation["sample_id"]) == (2, _distinct_samples(watcher)[13])
-        assert payloads(watcher, "spc/1/limits", 3)[-1] == limits
+        with MqttProbe(mosquitto, user="dashboard") as late:  # the retained limits: b's last word
+            late.subscribe("spc/1/limits")
+            assert payloads(late, "spc/1/limits", 1)[0] == limits
         bore = payloads(watcher, "spc/2/sample", 1)[0]
         assert bore["n"] == 3 and abs(bore["value"] - 10.1) < 1e-9
 
@@ -274,3 +276,25 @@ def test_a_partition_beyond_the_count_is_refused_at_start(tmp_path: Path, postgr
                              capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2, refused.stderr
     assert "characteristic(s) [1] name a partition beyond the 2 of --partitions (0..1)" in refused.stderr
+
+
+def test_an_instance_with_another_partition_count_is_refused(mosquitto: BrokerHandle, postgresql_database: str,
+                                                             tmp_path: Path) -> None:
+    """While an instance serves the bridge with --partitions 2, one started with 3 (it would run some of
+    the same characteristics) or with none stops at once with the reason, and serves nothing."""
+    db = postgresql_database
+    served = instance(tmp_path, mosquitto, db, "two", "--partitions", "2")
+    served.ready_line = f"takes over {BRIDGE_CLIENT_ID}:p1/2"
+    served.start()
+    try:
+        for count in ("3", "1"):
+            other = instance(tmp_path, mosquitto, db, f"other-{count}", "--partitions", count)
+            refused = subprocess.run([*other.command, *other.args], capture_output=True, text=True, timeout=60,
+                                     check=False)
+            assert refused.returncode == 2, refused.stderr
+            assert re.search(rf"instance two serves {BRIDGE_CLIENT_ID}:p[01]/2 of this bridge with --partitions 2, "
+                             rf"and this one has --partitions {count}", refused.stderr), refused.stderr
+            assert "takes over" not in refused.stderr
+        assert served.proc is not None and served.proc.poll() is None
+    finally:
+        served.stop()

@@ -18,23 +18,23 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from bridge.config import Characteristics, ConfigError, Settings, load_characteristics
 from bridge.metrics_server import MetricsServer
 from bridge.service.metrics import InstanceMetrics
-from bridge.service.partitions import partition_client_id
+from bridge.service.partitions import layout_of, partition_client_id, partition_lease
 from bridge.service.runner import Bridge
 from bridge.store.failures import open_engine, prepare_waiting
 from bridge.store.instances import Instances
 from bridge.store.lease import (
-    Holder, Lease, LeaseLost, bound_idle_transactions, create_table, default_instance,
+    Holder, Lease, LeaseLost, bound_idle_transactions, create_table, default_instance, holders, renewal_period,
 )
 from bridge.store.schema import instances, leases
 
 log = logging.getLogger(__name__)
-POLL_S = 1.0  # how often free leases are looked for (and held ones renewed, at most every ttl/3)
 OVERFLOW_GRACE_S = 2.0  # a partition left unserved this long is taken even by an instance at its --take
 STOP_JOIN_S = 30.0
 
@@ -65,7 +65,7 @@ class Instance:
         self.name = settings.instance or default_instance()
         self.engine = open_engine(settings.db_url)  # the leases' own, apart from the bridges' writes
         bound_idle_transactions(self.engine, settings.lease_ttl)
-        self.leases = [Lease(self.engine, partition_client_id(settings.client_id, k, count), self.name,
+        self.leases = [Lease(self.engine, partition_lease(settings.client_id, k, count), self.name,
                              settings.lease_ttl) for k in range(count)]
         self.take = settings.take or count
         self.instances = Instances(self.engine, settings.client_id, self.name, settings.lease_ttl)
@@ -92,7 +92,7 @@ class Instance:
     def _run(self, stop: threading.Event) -> None:
         if not prepare_waiting(self.engine, _create_tables, stop):
             return
-        renew_every = min(POLL_S, self.settings.lease_ttl / 3)
+        renew_every = renewal_period(self.settings.lease_ttl)
         renewed = time.monotonic()
         try:
             while not stop.is_set():
@@ -129,8 +129,25 @@ class Instance:
             if served.error is not None:
                 raise served.error
 
+    def _check_layout(self) -> None:
+        """Refuse to serve beside an instance of the same bridge started with another --partitions: both
+        would run some characteristics (ConfigError)."""
+        client_id, count = self.settings.client_id, self.settings.partitions
+        prefix = sa.or_(leases.c.name == client_id, leases.c.name.startswith(f"{client_id}:p", autoescape=True))
+        for name, holder in holders(self.engine, prefix).items():
+            other = layout_of(client_id, name)
+            if other is not None and other != count and not self.leases[0].free(holder):
+                raise ConfigError(f"partitions: instance {holder.holder} serves {name} of this bridge with "
+                                  f"--partitions {other or 'unknown'}, and this one has --partitions {count}: "
+                                  "stop every process of the bridge to change its partitions")
+
     def _take_free(self) -> None:
         """Take the free leases this instance has room for, and those left unserved for long."""
+        try:
+            self._check_layout()
+        except DBAPIError as error:
+            self._unreadable(f"the leases of {self.settings.client_id}", error)
+            return
         room = self.take - len(self._staying())
         now = time.monotonic()
         configs: Characteristics | None = None
@@ -152,9 +169,12 @@ class Instance:
                     self._unserved_since.pop(k, None)
                     self._serve(k, lease, current, configs)
             except DBAPIError as error:
-                log.warning("could not look at the lease of %s (%s): tried again in %g s", lease.name,
-                            " ".join(str(error.orig or error).split())[:200], POLL_S)
+                self._unreadable(f"the lease of {lease.name}", error)
                 return
+
+    def _unreadable(self, what: str, error: DBAPIError) -> None:
+        log.warning("could not look at %s (%s): tried again in %g s", what,
+                    " ".join(str(error.orig or error).split())[:200], renewal_period(self.settings.lease_ttl))
 
     def _staying(self) -> list[int]:
         """The partitions this instance serves and is not handing over."""
@@ -192,7 +212,7 @@ class Instance:
         previous = "" if before is None else f" from instance {before.holder} (epoch {before.epoch})"
         log.info("instance %s takes over %s%s: active, lease epoch %d", self.name, lease.name, previous, lease.epoch)
         self._shown[k] = (self.name, lease.epoch)
-        settings = replace(self.settings, client_id=lease.name)
+        settings = replace(self.settings, client_id=partition_client_id(self.settings.client_id, k, len(self.leases)))
         served = _Served(Bridge(settings, configs, lease, (k, count)))
         served.thread = threading.Thread(target=self._run_bridge, args=(served,), name=f"partition-{k}", daemon=True)
         self.served[k] = served

@@ -5,10 +5,14 @@ with its own MQTT client id (``<client-id>:p<k>``), session and lease (bridge.st
 characteristic's ``partition`` key places it; without one it goes to partition ``id mod N``, a rule
 that never changes while N does not. Every partition subscribes to the command requests; the one that
 serves the characteristic a request names answers it, and partition 0 answers those that name none
-it can find (a malformed request, an unknown id), so every request has exactly one answer.
+it can find (a malformed request, a request without an id, an acknowledgement of unknown violations),
+so every request has exactly one answer; a request naming an unknown id goes to that id's partition.
+A ``characteristic`` command may not give a characteristic another partition than the one it
+belongs to: the old partition would keep running it beside the new one.
 """
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -24,6 +28,21 @@ from bridge.store import queries
 def partition_client_id(client_id: str, index: int, count: int) -> str:
     """The MQTT client id (and lease name) of partition ``index``: the bridge's own with one partition."""
     return client_id if count == 1 else f"{client_id}:p{index}"
+
+
+def partition_lease(client_id: str, index: int, count: int) -> str:
+    """The lease name of partition ``index`` of ``count``: the client id with one partition, else
+    ``<client-id>:p<index>/<count>``, so that an instance started with another count sees the layout differ."""
+    return client_id if count == 1 else f"{client_id}:p{index}/{count}"
+
+
+def layout_of(client_id: str, lease: str) -> int | None:
+    """The partition count of a lease name of bridge ``client_id`` (0: unknown, a partition lease named
+    without its count, as by earlier builds); None for another bridge's lease."""
+    if lease == client_id:
+        return 1
+    found = re.fullmatch(rf"{re.escape(client_id)}:p\d+(?:/(\d+))?", lease)
+    return None if found is None else int(found.group(1) or 0)
 
 
 def _ints(*values: Any) -> list[int]:
@@ -69,8 +88,14 @@ class Partitioning:
             table = body.get("characteristic")
             table = table if isinstance(table, dict) else {}
             ids, given = _ints(table.get("id")), _ints(table.get("partition"))
-            partition = given[0] if given and 0 <= given[0] < self.count else None
-            return Owner(self.of(ids[0], partition) if ids else 0)
+            if not ids:
+                return Owner(0)
+            runs_in = self.of(ids[0])
+            if given and given[0] != runs_in:  # another partition would run it too, or none would
+                return Owner(runs_in, f"partition: characteristic {ids[0]} belongs to partition {runs_in} of "
+                                      f"{self.count}; a command cannot move it: change its partition key in the "
+                                      "file, and restart every process of the bridge")
+            return Owner(runs_in)
         if command != ACK_COMMAND:
             ids = _ints(body.get("characteristic_id"))
             return Owner(self.of(ids[0]) if ids else 0)

@@ -110,7 +110,14 @@ class Bridge:
         self.publisher.confirmations.put(mid)
 
     def run(self, stop: threading.Event) -> None:
-        """Run until ``stop`` is set, then finish the work in hand and go offline."""
+        """Run until ``stop`` is set, then finish the work in hand and go offline; the database
+        connections are closed on the way out."""
+        try:
+            self._run(stop)
+        finally:
+            self.pipeline.engine.dispose()
+
+    def _run(self, stop: threading.Event) -> None:
         if not prepare_waiting(self.pipeline.engine, create_tables, stop):
             return
         try:
@@ -123,7 +130,9 @@ class Bridge:
         self._log_start()
         # The characteristics live as long as the process: out of the collector's sight, a full
         # collection no longer walks them (over 100 ms with 10,000 of them, a latency spike).
-        # Collect first, or the start-up's garbage would be frozen with them.
+        # Collect first, or the start-up's garbage would be frozen with them; and unfreeze what another
+        # bridge of this process froze at its start, or a partition handed over would never be freed.
+        gc.unfreeze()
         gc.collect()
         gc.freeze()
         self.link.start(self.pipeline.topics, self.pipeline.stale_filters)

@@ -20,6 +20,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -49,6 +50,7 @@ class Holder(NamedTuple):
     pid: int
     epoch: int
     left_s: float  # seconds until it expires; negative once expired
+    expires_at: float  # as stored: a take-over happens only if the row still says this
 
 
 def _alive(pid: int) -> bool:
@@ -60,6 +62,28 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         pass  # it exists, as another user's
     return True
+
+
+def this_host() -> str:
+    """Where a pid means this process table: the host name, its boot and its pid namespace (containers
+    sharing a host name see each other's pids as gone; cloned machines share a host name)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # not Linux
+        return socket.gethostname()
+    return f"{socket.gethostname()} boot {boot} pidns {namespace}"
+
+
+def renewal_period(ttl_s: float) -> float:
+    """How often a held lease is renewed: three times in its time, and at least every second."""
+    return min(1.0, ttl_s / 3)
+
+
+def _clock() -> float:
+    """Seconds that go on while the machine is suspended or a virtual machine is frozen (the lease's
+    time runs by the database's clock, which does not stop either)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
 
 
 def default_instance() -> str:
@@ -75,11 +99,11 @@ class Lease:
         self.name = name
         self.instance = instance
         self.ttl_s = ttl_s
-        self.host = socket.gethostname()
+        self.host = this_host()
         self.pid = os.getpid()
         self.epoch = 0  # 0: not held
         self.lost = threading.Event()
-        self._renewed_at = 0.0  # monotonic time at which the last successful renewal was sent
+        self._renewed_at = 0.0  # _clock() at which the last successful renewal was sent
         self._unrenewed = False  # its time ran out while the database was away (said once)
         self._now = NOW[engine.dialect.name]
 
@@ -88,11 +112,7 @@ class Lease:
 
     def holder(self) -> Holder | None:
         """The lease's row now, or None if it was never taken."""
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(leases.c.holder, leases.c.host, leases.c.pid, leases.c.epoch,
-                                         (leases.c.expires_at - sa.literal_column(self._now)))
-                               .where(leases.c.name == self.name)).first()
-        return None if row is None else Holder(*row)
+        return holders(self.engine, leases.c.name == self.name).get(self.name)
 
     def free(self, current: Holder | None) -> bool:
         """Whether a lease whose row is ``current`` may be taken: never taken, expired or released, or
@@ -106,9 +126,10 @@ class Lease:
         epoch, False if another instance was first. DBAPIError if the database is away."""
         if not self.free(current):
             return False
-        sent = time.monotonic()
+        sent = _clock()
         values = {"holder": self.instance, "host": self.host, "pid": self.pid, "expires_at": self._expiry()}
         with self.engine.begin() as conn:
+            self._bound_lock_waits(conn)
             if current is None:
                 try:
                     with conn.begin_nested():
@@ -117,7 +138,9 @@ class Lease:
                     return False  # another instance took it first
                 epoch = 1
             else:
-                query = (leases.update().where(leases.c.name == self.name, leases.c.epoch == current.epoch)
+                # the row as read: not renewed since (the holder was slow, not gone), nor taken by another
+                query = (leases.update().where(leases.c.name == self.name, leases.c.epoch == current.epoch,
+                                               leases.c.expires_at == current.expires_at)
                          .values(epoch=leases.c.epoch + 1, **values))
                 if conn.execute(query).rowcount != 1:
                     return False
@@ -129,9 +152,10 @@ class Lease:
     def renew(self) -> None:
         """Extend the lease by its time; sets ``lost`` when another instance holds it now. With the
         database away it stays as it is: :meth:`expired_here` tells when another may have taken it."""
-        sent = time.monotonic()
+        sent = _clock()
         try:
             with self.engine.begin() as conn:
+                self._bound_lock_waits(conn)
                 kept = conn.execute(leases.update().where(leases.c.name == self.name, leases.c.epoch == self.epoch)
                                     .values(expires_at=self._expiry())).rowcount == 1
         except DBAPIError as error:
@@ -148,9 +172,16 @@ class Lease:
             log.info("the lease of %s is renewed again (epoch %d)", self.name, self.epoch)
         self._renewed_at, self._unrenewed = sent, False
 
+    def _bound_lock_waits(self, conn: Connection) -> None:
+        """On PostgreSQL, give up waiting for the lease row after a renewal period (DBAPIError): a commit
+        of a paused holder may keep it locked for the lease's time, while this instance's other
+        leases must be renewed meanwhile."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text(f"SET LOCAL lock_timeout = {int(renewal_period(self.ttl_s) * 1000)}"))
+
     def expired_here(self) -> bool:
         """Whether the lease's time has run out since the last renewal this instance sent."""
-        return time.monotonic() - self._renewed_at >= self.ttl_s
+        return _clock() - self._renewed_at >= self.ttl_s
 
     def _lose(self, why: str) -> None:
         if not self.lost.is_set():
@@ -181,6 +212,15 @@ class Lease:
             if conn.execute(check).scalar() != self.epoch:
                 self._lose("another instance has taken it over (seen at a commit)")
                 raise LeaseLost(f"{self.instance} no longer holds the lease of {self.name}")
+
+
+def holders(engine: Engine, which: Any) -> dict[str, Holder]:
+    """The rows of the leases ``which`` (a condition on the leases table), by name."""
+    now: Any = sa.literal_column(NOW[engine.dialect.name])
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(leases.c.name, leases.c.holder, leases.c.host, leases.c.pid, leases.c.epoch,
+                                      leases.c.expires_at - now, leases.c.expires_at).where(which))
+        return {name: Holder(*rest) for name, *rest in rows}
 
 
 def bound_idle_transactions(engine: Engine, seconds: float) -> None:
