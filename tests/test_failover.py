@@ -45,6 +45,20 @@ def start_standby(process: ChildProcess, active: str, client_id: str = BRIDGE_CL
     process.start()
 
 
+@contextmanager
+def active_and_standby(tmp_path: Path, broker: BrokerHandle, db: str, *extra: str, config: Path | None = None
+                       ) -> Iterator[tuple[ChildProcess, ChildProcess, ExitStack]]:
+    """Instance a, active, and b, its standby, started; both stopped afterwards, with what else the
+    stack is given."""
+    a, b = (instance(tmp_path, broker, db, name, *extra, config=config) for name in ("a", "b"))
+    with ExitStack() as stack:
+        stack.callback(b.stop)
+        stack.callback(a.stop)
+        a.start()
+        start_standby(b, "a")
+        yield a, b, stack
+
+
 def instance_state(probe: MqttProbe, client_id: str = BRIDGE_CLIENT_ID) -> dict[str, object]:
     """The last spc/bridge/state/<client id> the probe received."""
     return json.loads(probe.wait_for(instance_topic(client_id))[-1].payload)
@@ -111,12 +125,7 @@ def test_rule_windows_continue_across_a_take_over(mosquitto: BrokerHandle, postg
     over; two bores before the take-over and one after make one subgroup; the limits are those the
     killed instance had set, not a new baseline's."""
     config = write_file(tmp_path, RESTART_CONFIG)
-    a, b = (instance(tmp_path, mosquitto, postgresql_database, name, config=config) for name in ("a", "b"))
-    with ExitStack() as stack:
-        stack.callback(b.stop)
-        stack.callback(a.stop)
-        a.start()
-        start_standby(b, "a")
+    with active_and_standby(tmp_path, mosquitto, postgresql_database, config=config) as (a, b, stack):
         watcher = stack.enter_context(MqttProbe(mosquitto, user="dashboard"))
         gauge = stack.enter_context(MqttProbe(mosquitto))
         watcher.subscribe("spc/#")
@@ -146,12 +155,7 @@ def test_rule_windows_continue_across_a_take_over(mosquitto: BrokerHandle, postg
 def test_a_paused_active_instance_commits_nothing_once_it_has_lost_its_lease(
         mosquitto: BrokerHandle, postgresql_database: str, tmp_path: Path) -> None:
     db = postgresql_database
-    a, b = (instance(tmp_path, mosquitto, db, name, "--lease-ttl", "2") for name in ("a", "b"))
-    with ExitStack() as stack:
-        stack.callback(b.stop)
-        stack.callback(a.stop)
-        a.start()
-        start_standby(b, "a")
+    with active_and_standby(tmp_path, mosquitto, db, "--lease-ttl", "2") as (a, b, stack):
         probe = stack.enter_context(MqttProbe(mosquitto, user="dashboard"))
         probe.subscribe(INSTANCE_FILTER)
         with stream(mosquitto, 3000, 300) as (gauges, recorder):

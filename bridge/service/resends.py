@@ -4,10 +4,10 @@ Two layers, both persistent so that they hold across restarts. A QoS 1 message t
 sends again (DUP) after the bridge stored it matches a recorded delivery: the same packet id and
 content within the last REDELIVERY_WINDOW deliveries. That layer is off for a broker that gives
 redeliveries new packet ids (``--redelivered-ids renumbered``): there a never-processed redelivery
-can have the id and content of an earlier delivery, and would be dropped, lost. A reading sent again by its source (a gauge
-that resends after a timeout, a broker that renumbers redeliveries, a Sparkplug rebirth) matches
-a stored reading's key with the same digest (bridge.service.idempotency); the same key with another
-digest is a conflict.
+can have the id and content of an earlier delivery, and would be dropped, lost. A reading sent
+again by its source (a gauge that resends after a timeout, a broker that renumbers redeliveries, a
+Sparkplug rebirth) matches a stored reading's key with the same digest (bridge.service.idempotency);
+the same key with another digest is a conflict.
 """
 
 import hashlib
