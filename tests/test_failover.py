@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bridge.contract import INSTANCE_FILTER, STATE_TOPIC, instance_topic, request_topic, response_topic
 from tests.brokers import BrokerHandle, MqttProbe, free_port
-from tests.processes import BRIDGE_CLIENT_ID, ChildProcess
+from tests.processes import BRIDGE_CLIENT_ID, STOP_TIMEOUT, ChildProcess
 from tests.stream import TOPICS, Gauges, Recorder, assert_nothing_lost_or_doubled, query, wait_until, write_config
 from tests.test_bridge_e2e import payloads
 from tests.test_bridge_e2e import write_config as write_file
@@ -112,6 +112,49 @@ def test_standby_takes_over_within_10_s_of_kill_9(mosquitto: BrokerHandle, postg
         wait_until(lambda: instance_state(probe)["instance"] == active, 10, "the state to name the active instance")
         assert instance_state(probe)["epoch"] == 6
         assert probe.received(STATE_TOPIC)[-1].payload == b"online"
+
+
+LEASE_TTL_S = 5.0  # --lease-ttl's default
+
+
+def _stop_namespaced(process: ChildProcess) -> None:
+    """Stop a process started under ``unshare --fork``: SIGTERM to the bridge inside it (unshare does not
+    pass it on), then wait for both (bounded; unshare's --kill-child ends the bridge should it be killed)."""
+    if process.proc is None:
+        return
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    inner = children.read_text().split() if children.exists() else []
+    if inner:
+        os.kill(int(inner[0]), signal.SIGTERM)
+        process.proc.wait(STOP_TIMEOUT)
+    process.stop()
+
+
+def test_a_standby_on_another_host_takes_over_within_10_s_once_the_lease_expires(
+        mosquitto: BrokerHandle, postgresql_database: str, tmp_path: Path) -> None:
+    """The standby runs in a pid namespace of its own, so for the lease it is on another host: a's pid
+    means nothing there. kill -9 of the active instance: the standby waits for the lease to expire
+    (--lease-ttl 5), never taking it while it is held, then takes over within 10 s of the kill, and
+    nothing is lost or doubled."""
+    db = postgresql_database
+    a = instance(tmp_path, mosquitto, db, "a")
+    b = instance(tmp_path, mosquitto, db, "b")
+    b.command = ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", *b.command]
+    with ExitStack() as stack:
+        stack.callback(_stop_namespaced, b)
+        stack.callback(a.stop)
+        a.start()
+        start_standby(b, "a")
+        with stream(mosquitto, 3000, 500) as (gauges, recorder):
+            time.sleep(1.5)
+            killed = time.monotonic()
+            a.kill()
+            wait_until(lambda: CONNECTED in b.output(), TAKE_OVER_S * 2, "b to take over")
+            took = time.monotonic() - killed
+            gauges.wait(60)
+            assert_nothing_lost_or_doubled(gauges, recorder, db)
+        print(f"take-over from another host after kill -9: {took:.2f} s")
+        assert LEASE_TTL_S - 1.5 < took < TAKE_OVER_S, "taken before the lease expired, or too late"
 
 
 def _distinct_samples(probe: MqttProbe) -> list[int]:
