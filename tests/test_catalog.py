@@ -179,28 +179,35 @@ def _partition(db: str, file: Path, text: str, k: int) -> Pipeline:
 
 def test_a_changed_file_reaches_the_partition_that_runs_the_characteristic(postgresql_database: str,
                                                                            tmp_path: Path) -> None:
-    """Partition 0 applies a changed file first; partition 1, which runs the changed characteristics,
-    starts after it and still restates them: a new limit set for the new centre, and a bore whose
-    subgroup size changed starts afresh, without the two values collected under the old size."""
+    """Partition 0 applies a changed file first, while partition 1, which runs the changed characteristics,
+    still runs the old file and saves their state; started again after it, partition 1 still restates
+    them: a new limit set for the new centre, and a bore whose subgroup size changed starts afresh,
+    without the values collected under the old size."""
     db, file = postgresql_database, tmp_path / "partitioned.toml"
-    for k in (0, 1):
-        _partition(db, file, PARTITIONED, k).engine.dispose()
+    _partition(db, file, PARTITIONED, 0).engine.dispose()
     one = _partition(db, file, PARTITIONED, 1)
     at = datetime.now(timezone.utc)
-    one.process([Inbound(topic, value.encode(), at, None, mid, False, False)
-                 for mid, (topic, value) in enumerate([("plant/shaft", "10.2"), ("plant/bore", "10.1"),
-                                                       ("plant/bore", "9.9")], start=1)])
-    one.engine.dispose()
+
+    def fed(pipeline: Pipeline, *readings: tuple[str, str]) -> list[tuple[str, dict]]:
+        """The events of a batch of ``readings`` (topic, payload)."""
+        start = pipeline.resends.delivered + 1
+        done = pipeline.process([Inbound(topic, value.encode(), at, None, mid, False, False)
+                                 for mid, (topic, value) in enumerate(readings, start=start)])
+        return [(e.topic, json.loads(e.payload)) for e in done.events]
+
+    fed(one, ("plant/shaft", "10.2"), ("plant/bore", "10.1"), ("plant/bore", "9.9"))
     changed = PARTITIONED.replace("center = 10.0\nsigma = 1.0\n\n[[characteristic]]\nid = 2",
                                   "center = 12.0\nsigma = 1.0\n\n[[characteristic]]\nid = 2")
     changed = changed.replace("subgroup_size = 4", "subgroup_size = 3")
     _partition(db, file, changed, 0).engine.dispose()  # applies the file: 1 and 3 changed
+    fed(one, ("plant/bore", "10.2"))  # partition 1 under the old file: three values of four, saved
+    one.engine.dispose()
     one = _partition(db, file, changed, 1)
     try:
         assert one.by_id[1].assembler.evaluator.limits()[0].center == 12.0
         assert query(db, "select center, cause from limit_sets where characteristic_id = 1 order by version") \
             == [(10.0, "import"), (12.0, "import")]
-        bore = one.process([Inbound("plant/bore", b"10.0", at, None, 9, False, False)])
-        assert not [e for e in bore.events if e.topic == "spc/3/sample"], "a subgroup of old and new values"
+        bores = [e for topic, e in fed(one, *[("plant/bore", "10.0")] * 3) if topic == "spc/3/sample"]
+        assert [(b["n"], b["value"]) for b in bores] == [(3, 10.0)], "a subgroup of old and new values"
     finally:
         one.engine.dispose()

@@ -124,10 +124,12 @@ def _stop_namespaced(process: ChildProcess) -> None:
         return
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     inner = children.read_text().split() if children.exists() else []
-    if inner:
-        os.kill(int(inner[0]), signal.SIGTERM)
-        process.proc.wait(STOP_TIMEOUT)
-    process.stop()
+    try:
+        if inner:
+            os.kill(int(inner[0]), signal.SIGTERM)
+            process.proc.wait(STOP_TIMEOUT)
+    finally:
+        process.stop()  # SIGTERM, then SIGKILL, to unshare: its --kill-child takes the bridge with it
 
 
 def test_a_standby_on_another_host_takes_over_within_10_s_once_the_lease_expires(

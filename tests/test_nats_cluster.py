@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.nats import NatsCluster, NatsProcess
+from tests.nats import NatsCluster
 from tests.processes import BRIDGE_CLIENT_ID, ChildProcess
 from tests.stream import (
     TOPICS, Gauges, Recorder, assert_nothing_lost_or_doubled, missing_keyless, query, streaming, wait_until,
-    write_config,
 )
+from tests.test_failover import instance
 
 # Elections and JetStream's timeouts are timed: the module runs alone, in the serial phase.
 pytestmark = pytest.mark.serial
@@ -40,15 +40,6 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
         yield nats
     finally:
         nats.stop()
-
-
-def standby_on(node: NatsProcess, tmp_path: Path, db: str) -> ChildProcess:
-    """A second instance of the stream's bridge, on ``node``, with ``--redelivered-ids renumbered`` (not
-    started yet): ready as the standby; its client id is the same on every node, so it resumes the active
-    instance's session wherever it connects."""
-    return ChildProcess(["run", "--broker", node.url("bridge"), "--db", db, "--config", str(write_config(tmp_path)),
-                         "--client-id", BRIDGE_CLIENT_ID, "--instance", "standby", *RENUMBERED],
-                        tmp_path / "standby.log", f"standby for {BRIDGE_CLIENT_ID}")
 
 
 def start_online(bridge: ChildProcess) -> None:
@@ -118,15 +109,17 @@ def test_the_standby_carries_on_on_a_survivor_when_the_active_node_dies(cluster:
     gauge_node, survivor = (node for node in cluster.nodes if node is not bridge_node)
     with streaming(bridge_node, tmp_path, READINGS, RATE, gauge_node, RENUMBERED) as (bridge, gauges, recorder, db), \
             ExitStack() as stack:
-        standby = standby_on(survivor, tmp_path, db)
+        standby = instance(tmp_path, survivor, db, "standby", *RENUMBERED)
+        standby.ready_line = f"standby for {BRIDGE_CLIENT_ID}"
         stack.callback(standby.stop)
         standby.start()
         gauges.start()
         wait_published(gauges, 0.3)
         bridge_node.kill()
         bridge.kill()
-        # at once (its holder is gone), and connected once the survivors have elected leaders (4 to 9 s)
-        wait_until(lambda: ": online" in standby.output(), ONLINE_TIMEOUT, "the standby online on the survivor")
+        # at once (its holder is gone), and connected once the survivors have elected leaders (4 to 12 s;
+        # each attempt before that is refused after 4 s, and the bridge backs off up to 8 s between them)
+        wait_until(lambda: ": online" in standby.output(), ONLINE_TIMEOUT * 2, "the standby online on the survivor")
         assert "session resumed" in standby.output()
         cluster.restart(bridge_node)
         gauges.wait(60)

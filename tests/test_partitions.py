@@ -18,8 +18,8 @@ def _config(cid: int, partition: int | None = None) -> CharacteristicConfig:
     return CharacteristicConfig(id=cid, name=f"c{cid}", topic=f"t/{cid}", chart="imr", partition=partition)
 
 
-def _characteristic(table: dict[str, Any]) -> bytes:
-    return json.dumps({"characteristic": table}).encode()
+def _characteristic(table: dict[str, Any], action: str = "update") -> bytes:
+    return json.dumps({"action": action, "characteristic": table, "reason": "test"}).encode()
 
 
 def test_a_characteristic_goes_to_its_key_else_to_its_id_mod_n() -> None:
@@ -35,8 +35,11 @@ def test_a_command_cannot_move_a_characteristic_to_another_partition() -> None:
     assert "characteristic 7 belongs to partition 0 of 3; a command cannot move it" in owner.problem
     new = placed.owner(NO_DATABASE, CHARACTERISTIC_COMMAND, _characteristic({"id": 10, "partition": 2}))
     assert new.partition == 1 and new.problem is not None, "a new characteristic placed off its id mod N"
+    left_out = placed.owner(NO_DATABASE, CHARACTERISTIC_COMMAND, _characteristic({"id": 7}))
+    assert left_out.partition == 0 and 'give "partition": 0, which the request leaves out' in (left_out.problem or "")
     assert placed.owner(NO_DATABASE, CHARACTERISTIC_COMMAND, _characteristic({"id": 7, "partition": 0})) == (0, None)
     assert placed.owner(NO_DATABASE, CHARACTERISTIC_COMMAND, _characteristic({"id": 10})) == (1, None)
+    assert placed.owner(NO_DATABASE, CHARACTERISTIC_COMMAND, _characteristic({"id": 7}, "retire")) == (0, None)
     assert placed.owner(NO_DATABASE, CHARACTERISTIC_COMMAND, _characteristic({"name": "no id"})) == (0, None)
 
 

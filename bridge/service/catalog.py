@@ -35,7 +35,7 @@ class Imported(NamedTuple):
     retired: list[int]
     unchanged: int
     active: list[CharacteristicConfig]
-    reshaped: set[int]  # changed so that the saved engine state no longer applies (it is deleted)
+    reshaped: set[int]  # changed so that the saved engine state no longer applies
 
 
 def plain(text: str) -> dict[str, Any]:
@@ -106,9 +106,8 @@ def apply_file(conn: Connection, configs: Characteristics, source: str, at: str,
                if cid not in retired and not old.retired and cid not in named]
     queries.save_characteristics(conn, rows)
     # Recorded rather than only returned: the bridge that runs a characteristic may be another
-    # partition's, starting after this one, or a standby taking over before the state is saved again.
-    queries.forget_states(conn, reshaped_ids)
-    queries.mark_changed_by_file(conn, changed)
+    # partition's, starting after this one.
+    queries.mark_changed_by_file(conn, changed, reshaped_ids, retired)
     codes = list(configs.reason_codes) if configs.reason_codes is not None else None
     trail += _apply_setting(conn, REASON_CODES, codes, list(DEFAULT_REASON_CODES), user, at, source)
     trail += _apply_setting(conn, INGEST_ROOTS, list(configs.ingest_roots), [], user, at, source)

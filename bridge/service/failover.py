@@ -27,6 +27,7 @@ from bridge.metrics_server import MetricsServer
 from bridge.service.metrics import InstanceMetrics
 from bridge.service.partitions import layout_of, partition_client_id, partition_lease
 from bridge.service.runner import Bridge
+from bridge.store.dberrors import brief
 from bridge.store.failures import open_engine, prepare_waiting
 from bridge.store.instances import Instances
 from bridge.store.lease import (
@@ -137,9 +138,10 @@ class Instance:
         for name, holder in holders(self.engine, prefix).items():
             other = layout_of(client_id, name)
             if other is not None and other != count and not self.leases[0].free(holder):
-                raise ConfigError(f"partitions: instance {holder.holder} serves {name} of this bridge with "
-                                  f"--partitions {other or 'unknown'}, and this one has --partitions {count}: "
-                                  "stop every process of the bridge to change its partitions")
+                layout = f"with --partitions {other}" if other else "as an earlier build (its lease names no count)"
+                raise ConfigError(f"partitions: instance {holder.holder} serves {name} of this bridge {layout}, "
+                                  f"and this one has --partitions {count}: stop every process of the bridge to "
+                                  "change its partitions or to upgrade them")
 
     def _take_free(self) -> None:
         """Take the free leases this instance has room for, and those left unserved for long."""
@@ -165,6 +167,11 @@ class Instance:
                     continue
                 configs = configs or self._load()
                 if lease.take(current):
+                    try:
+                        self._check_layout()  # an instance of another layout may have started meanwhile
+                    except ConfigError:
+                        lease.release()
+                        raise
                     room -= 1
                     self._unserved_since.pop(k, None)
                     self._serve(k, lease, current, configs)
@@ -174,7 +181,7 @@ class Instance:
 
     def _unreadable(self, what: str, error: DBAPIError) -> None:
         log.warning("could not look at %s (%s): tried again in %g s", what,
-                    " ".join(str(error.orig or error).split())[:200], renewal_period(self.settings.lease_ttl))
+                    brief(error), renewal_period(self.settings.lease_ttl))
 
     def _staying(self) -> list[int]:
         """The partitions this instance serves and is not handing over."""
@@ -194,7 +201,7 @@ class Instance:
                 self.served[k].stop.set()
         except DBAPIError as error:
             log.warning("could not tell the other instances how many partitions this one serves (%s)",
-                        " ".join(str(error.orig or error).split())[:200])
+                        brief(error))
 
     def _standby(self, k: int, current: Holder | None) -> None:
         """Log, once per holder, that another instance serves partition ``k``."""

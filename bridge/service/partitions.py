@@ -91,10 +91,13 @@ class Partitioning:
             if not ids:
                 return Owner(0)
             runs_in = self.of(ids[0])
-            if given and given[0] != runs_in:  # another partition would run it too, or none would
+            # a new configuration replaces the old one whole: without a key it would go to id mod N
+            placed = given[0] if given else ids[0] % self.count
+            if body.get("action") != "retire" and placed != runs_in:  # run by another one too, or by none
+                left_out = "" if given else f" (give \"partition\": {runs_in}, which the request leaves out)"
                 return Owner(runs_in, f"partition: characteristic {ids[0]} belongs to partition {runs_in} of "
-                                      f"{self.count}; a command cannot move it: change its partition key in the "
-                                      "file, and restart every process of the bridge")
+                                      f"{self.count}{left_out}; a command cannot move it: change its partition "
+                                      "key in the file, and restart every process of the bridge")
             return Owner(runs_in)
         if command != ACK_COMMAND:
             ids = _ints(body.get("characteristic_id"))

@@ -195,7 +195,9 @@ class Pipeline:
                 work = Batch()
                 restated: list[Characteristic] = []
                 for config in chunk:
-                    state, waiting = saved.pop(config.id, (None, None))  # none once reshaped
+                    state, waiting = saved.pop(config.id, (None, None))
+                    if changed.get(config.id):  # reshaped: the saved state no longer applies
+                        state, waiting = None, None
                     spec = config.chart_spec()
                     ch = Characteristic(config.id, spec, Assembler(spec, state, waiting),
                                         limit_set=current.get(config.id), name=config.name)

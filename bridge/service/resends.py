@@ -41,7 +41,10 @@ class Resends:
         self.duplicates = 0
 
     def load(self, conn: Any) -> None:
-        """Continue the delivery counter of the database."""
+        """Continue the delivery counter of the database; without packet ids to trust, forget the
+        deliveries recorded (a run with ids kept after this one must not match them)."""
+        if not self.ids_kept:
+            queries.forget_deliveries(conn, self.bridge)
         self.delivered = queries.last_delivery(conn, self.bridge)
 
     def new_deliveries(self, conn: Any, batch: Batch, messages: Sequence[Inbound]) -> list[Inbound]:

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from bridge.store.dberrors import brief
 from bridge.store.schema import leases
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class Lease:
                 self._unrenewed = True
                 log.warning("the lease of %s could not be renewed for %g s (%s): until it is, this instance "
                             "commits nothing another instance may have taken over, and does not reconnect",
-                            self.name, self.ttl_s, " ".join(str(error.orig or error).split())[:200])
+                            self.name, self.ttl_s, brief(error))
             return
         if not kept:
             self._lose("another instance has taken it over")
@@ -197,7 +198,7 @@ class Lease:
                              .values(expires_at=0.0))
         except DBAPIError as error:
             log.warning("could not release the lease of %s (%s): a standby takes over when it expires",
-                        self.name, " ".join(str(error.orig or error).split())[:200])
+                        self.name, brief(error))
 
     def arm(self, engine: Engine) -> None:
         """Fence every commit on ``engine``: it fails with LeaseLost unless this instance still holds

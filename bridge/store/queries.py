@@ -105,21 +105,29 @@ def load_states(conn: Connection, ids: Sequence[int] | None = None
     return {r.characteristic_id: (json.loads(r.state), json.loads(r.pending)) for r in conn.execute(query)}
 
 
-def forget_states(conn: Connection, ids: Iterable[int]) -> None:
-    """Delete the saved engine state and collected single values of ``ids``: they start afresh."""
-    conn.execute(sa.delete(engine_state).where(engine_state.c.characteristic_id.in_(list(ids))))
+def _changed_by_file(conn: Connection) -> dict[int, bool]:
+    """The characteristics marked as changed by a file, and whether reshaped (a few rows)."""
+    rows = conn.execute(sa.select(changed_by_file.c.characteristic_id, changed_by_file.c.reshaped))
+    return {cid: bool(reshaped) for cid, reshaped in rows}
 
 
-def mark_changed_by_file(conn: Connection, ids: Iterable[int]) -> None:
-    """Record that a file changed ``ids``, for the bridge that runs each (:func:`take_changed_by_file`)."""
-    _upsert(conn, changed_by_file, ("characteristic_id",), ("characteristic_id",),
-            [{"characteristic_id": cid} for cid in ids])
+def mark_changed_by_file(conn: Connection, changed: Iterable[int], reshaped: set[int], retired: Iterable[int]
+                         ) -> None:
+    """Record that a file changed ``changed`` (``reshaped`` among them), for the bridge that runs each
+    (:func:`take_changed_by_file`); a mark, once reshaped, stays so; the marks of ``retired`` go."""
+    marked = _changed_by_file(conn)
+    rows = [{"characteristic_id": cid, "reshaped": cid in reshaped or marked.get(cid, False)} for cid in changed]
+    _upsert(conn, changed_by_file, ("characteristic_id",), ("reshaped",), rows)
+    gone = sorted(set(retired) & marked.keys())
+    if gone:
+        conn.execute(sa.delete(changed_by_file).where(changed_by_file.c.characteristic_id.in_(gone)))
 
 
-def take_changed_by_file(conn: Connection, ids: Iterable[int]) -> set[int]:
-    """Which of ``ids`` a file changed since their bridge last started; they are no longer recorded."""
-    marked = {cid for cid, in conn.execute(sa.select(changed_by_file.c.characteristic_id))}  # a few rows
-    taken = marked.intersection(ids)
+def take_changed_by_file(conn: Connection, ids: Iterable[int]) -> dict[int, bool]:
+    """Which of ``ids`` a file changed since their bridge last started, and whether reshaped; they are
+    no longer recorded."""
+    wanted = set(ids)
+    taken = {cid: reshaped for cid, reshaped in _changed_by_file(conn).items() if cid in wanted}
     if taken:
         conn.execute(sa.delete(changed_by_file).where(changed_by_file.c.characteristic_id.in_(sorted(taken))))
     return taken
@@ -278,6 +286,11 @@ def last_delivery(conn: Connection, bridge: str) -> int:
     last = conn.execute(sa.select(sa.func.max(deliveries.c.counter))
                         .where(deliveries.c.bridge == bridge)).scalar()
     return int(last or 0)
+
+
+def forget_deliveries(conn: Connection, bridge: str) -> None:
+    """Delete the record of ``bridge``'s deliveries."""
+    conn.execute(sa.delete(deliveries).where(deliveries.c.bridge == bridge))
 
 
 def deliveries_of(conn: Connection, bridge: str, mids: Sequence[int]) -> dict[int, tuple[str, int]]:

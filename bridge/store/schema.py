@@ -135,12 +135,13 @@ engine_state = sa.Table(
     sa.Column("pending", sa.Text, nullable=False),
 )
 
-# Characteristics a file changed, until the bridge that runs each has restated its limits under the
-# change: with partitions another partition's bridge may be the one that applied the file
-# (bridge.service.catalog).
+# Characteristics a file changed, until the bridge that runs each has restated them under the change
+# (with partitions another partition's bridge may be the one that applied the file, and the one running
+# the characteristic may go on saving its state until it restarts): bridge.service.catalog.
 changed_by_file = sa.Table(
     "changed_by_file", metadata,
     sa.Column("characteristic_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("reshaped", sa.Boolean, nullable=False),  # its saved engine state no longer applies
 )
 
 # Events committed with the data they describe and deleted once the broker has acknowledged them;
