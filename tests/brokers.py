@@ -237,6 +237,9 @@ def start_mosquitto(tmp_path: Path, users: Path, certs: Certificates) -> Mosquit
     return mosquitto
 
 
+RESTART_BIND_S = 10.0
+
+
 class EmbeddedBrokerThread(BrokerThread, _BrokerUrl):
     """The embedded broker in a background thread with the test users and TLS, as a test broker handle."""
 
@@ -248,6 +251,22 @@ class EmbeddedBrokerThread(BrokerThread, _BrokerUrl):
                          tls=TlsListeners(certs.server_cert, certs.server_key, tls_port, wss_port, certs.ca))
         self.tls_port, self.wss_port = tls_port, wss_port
         self.certs = certs
+        self._started = False
+
+    def start(self) -> None:
+        """Start, or restart on the same ports. A restart tries again for up to RESTART_BIND_S while a port
+        is taken: for a moment it can be a client connection's own local port (on loopback a reconnect to
+        the stopped broker may even connect to itself); a first start fails at once, for other ports."""
+        deadline = time.monotonic() + RESTART_BIND_S
+        while True:
+            try:
+                super().start()
+                break
+            except PortInUseError:
+                if not self._started or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self._started = True
 
 
 def start_embedded_broker(users: Path, certs: Certificates) -> EmbeddedBrokerThread:
