@@ -15,8 +15,11 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from queue import SimpleQueue
 
+from bridge.config import parse_broker_url
 from bridge.contract import INSTANCE_FILTER, STATE_TOPIC, instance_topic, request_topic, response_topic
+from bridge.service.mqtt import MqttLink
 from tests.brokers import BrokerHandle, MqttProbe, free_port
 from tests.processes import BRIDGE_CLIENT_ID, STOP_TIMEOUT, ChildProcess
 from tests.stream import TOPICS, Gauges, Recorder, assert_nothing_lost_or_doubled, query, wait_until, write_config
@@ -347,3 +350,22 @@ def test_an_instance_with_another_partition_count_is_refused(mosquitto: BrokerHa
         assert served.proc is not None and served.proc.poll() is None
     finally:
         served.stop()
+
+
+def test_a_link_whose_session_was_taken_over_stops_cleanly(mosquitto: BrokerHandle) -> None:
+    """An instance stepping down after another took its session: the broker has closed its connection, which
+    its link has not read yet but has written into once, and its ``offline`` cannot be published. The link stops all the same (paho
+    raised "Message publish failed: The connection was lost", and the woken instance died instead of
+    becoming a standby: seen once under CI's load)."""
+    link = MqttLink(parse_broker_url(mosquitto.url("bridge")), BRIDGE_CLIENT_ID, SimpleQueue(), lambda _mid: None)
+    link.start([])
+    deadline = time.monotonic() + 10
+    while not link.connected.is_set() and time.monotonic() < deadline:
+        link.poll(0.05)
+    assert link.connected.is_set()
+    with MqttProbe(mosquitto, user="bridge", client_id=BRIDGE_CLIENT_ID):  # the broker closes link's connection
+        time.sleep(0.2)
+        link.publish("spc/bridge/test", "sent into the closed connection: the broker answers with a reset", False)
+        time.sleep(0.2)
+        link.stop(2.0)
+    assert not link.connected.is_set()

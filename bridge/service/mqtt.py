@@ -131,6 +131,15 @@ def _readable(sock: Any) -> bool:
     return bool(pending and pending()) or bool(select.select([sock], [], [], 0)[0])
 
 
+def _published(info: paho.MQTTMessageInfo) -> bool:
+    """Whether the broker has acknowledged the message; False once it cannot be any more (paho raises
+    then: the connection was lost, as when another instance takes the session over)."""
+    try:
+        return info.is_published()
+    except RuntimeError:
+        return False
+
+
 class MqttLink:
     """One paho client: subscriptions in, events and presence out.
 
@@ -368,9 +377,9 @@ class MqttLink:
         if self.connected.is_set():
             info = self.client.publish(self.presence.topic, self.presence.offline(), qos=EVENT_QOS, retain=True)
             deadline = time.monotonic() + timeout
-            while not info.is_published() and self.connected.is_set() and time.monotonic() < deadline:
+            while not _published(info) and self.connected.is_set() and time.monotonic() < deadline:
                 self.poll(0.05)
-            if not info.is_published():
+            if not _published(info):
                 log.warning("could not publish the offline state")
             # The embedded broker (amqtt) acknowledges a message before it routes it, and forgets
             # what it has not routed when its client disconnects: let it route ``offline`` first.
