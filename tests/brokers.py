@@ -79,12 +79,21 @@ def terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
             proc.wait(STOP_TIMEOUT)
 
 
+_HANDED_OUT: set[int] = set()  # the ports free_port() has returned in this process
+
+
 def free_port(host: str = HOST) -> int:
-    """Return a TCP port on `host` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """Return a TCP port on `host` that nothing listens on right now, and that this process has not been
+    given before: the kernel may hand out a port just released again, so two calls in a row could return
+    the same one (Mosquitto was once given one port for TCP and for WebSockets)."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no TCP port left that this process has not been given already")
 
 
 def wait_for_ports(host: str, ports: Iterable[int], timeout: float, alive: Callable[[], bool]) -> None:
@@ -230,7 +239,7 @@ def start_mosquitto(tmp_path: Path, users: Path, certs: Certificates) -> Mosquit
             return mosquitto
         except RuntimeError as exc:
             # Another process may take a port between free_port() and Mosquitto's bind; pick new ones.
-            if "Address already in use" not in str(exc):
+            if not any(taken in str(exc) for taken in ("Address already in use", "Unable to create websockets")):
                 raise
     mosquitto = MosquittoProcess(tmp_path, _free_ports(), users, certs)
     mosquitto.start()
