@@ -34,7 +34,7 @@ from bridge.service.roles import UserRoles
 from bridge.sparkplug.payload import rebirth_request
 from bridge.sparkplug.topics import node_topic
 from bridge.store.failures import DatabaseUnusable, open_engine, permanent, prepare_waiting, shown
-from bridge.store.lease import Lease
+from bridge.store.lease import Lease, LeaseLost
 from bridge.store.queries import create_tables
 
 log = logging.getLogger(__name__)
@@ -285,6 +285,8 @@ class Bridge:
     def _forget(self, up_to: int) -> None:
         try:
             self.pipeline.forget_confirmed(up_to)
+        except LeaseLost:
+            pass  # fenced: the step-down that follows says why, and the new instance deletes them
         except Exception:
             log.exception("could not delete confirmed outbox events")
 
