@@ -36,6 +36,11 @@ class Budget:
             self._prune(now)
         return True
 
+    def refund(self, user: str) -> None:
+        """Give back a token :meth:`take` spent on what was then not done (its batch was rolled back)."""
+        now = self._clock()
+        self._buckets[user] = (min(float(self.burst), self._tokens(user, now) + 1), now)
+
     def wait(self, user: str) -> float:
         """Seconds until ``user`` has a token again (0 if it has one)."""
         return max(0.0, (1 - self._tokens(user, self._clock())) / self.rate)

@@ -215,7 +215,10 @@ def _savepoint(conn: Connection) -> Iterator[None]:
     if conn.dialect.name == "sqlite" and dbapi is not None and not dbapi.in_transaction:
         # pysqlite opens its transaction at the first write: a SAVEPOINT before it would be the
         # outermost transaction, and releasing it would commit the command ahead of its batch.
-        conn.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock now (waiting out another writer): a deferred BEGIN would read
+        # a snapshot that a commit of another writer (the lease's) makes stale, and the batch's first
+        # write would then fail at once with "database is locked", the busy timeout unused.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
     with conn.begin_nested():
         yield
 
@@ -224,8 +227,8 @@ def handle(conn: Connection, user: str, command: str, payload: bytes, now: str,
            context: CommandContext) -> Outcome:
     """Carry out one request in a savepoint of the caller's transaction: its events and response.
 
-    Raises only when the database connection is lost (the batch is then retried); any other
-    failure is an error response.
+    Raises only when the database cannot be used for now (a lost connection, a lock to wait out:
+    the batch is then retried); any other failure is an error response.
     """
     if not payload:
         return Outcome([], None)  # the deletion of a retained request (see RETAINED_IGNORED): no request
@@ -249,8 +252,8 @@ def handle(conn: Connection, user: str, command: str, payload: bytes, now: str,
         return _refused(user, command, transaction, str(error))
     except DBAPIError as error:
         context.discard(mark)
-        if error.connection_invalidated:
-            raise
+        if queries.unavailable(conn.engine, error):
+            raise  # a lost connection or a lock to wait out: the batch is retried
         log.warning("%s of %s could not be carried out: %s", command, user, error.orig)
         return _refused(user, command, transaction,
                         f"the database refused this request ({type(error.orig).__name__}); nothing was changed")
@@ -302,6 +305,20 @@ class Desk:
         self.busy = 0        # requests answered busy since the start
         self.unanswered = 0  # requests past both budgets, dropped
         self._warned = -FLOOD_LOG_S
+        self._spent: list[tuple[Budget, str]] = []  # the tokens the batch's requests took
+        self._counted = (0, 0)
+
+    def begin(self) -> None:
+        """A batch starts: what it spends is given back if it is rolled back (then retried)."""
+        self._spent = []
+        self._counted = self.busy, self.unanswered
+
+    def rollback(self) -> None:
+        """The batch failed: its requests were neither carried out nor answered, so they cost nothing."""
+        for budget, user in self._spent:
+            budget.refund(user)
+        self._spent = []
+        self.busy, self.unanswered = self._counted
 
     def run(self, conn: Connection, requests: Sequence[Request],
             context: CommandContext) -> list[Outcome]:
@@ -316,10 +333,12 @@ class Desk:
                 reason = (f"at most {self.budget.rate:g} commands a second (bursts of "
                           f"{self.budget.burst}) per user; ask again in {self.budget.wait(user):.1f} s")
             else:
+                self._spent.append((self.budget, user))
                 carried += 1
                 outcomes.append(handle(conn, user, command, payload, now, context))
                 continue
             if self.answers.take(user):
+                self._spent.append((self.answers, user))
                 self.busy += 1
                 outcomes.append(busy(user, command, payload, reason))
             else:

@@ -335,6 +335,7 @@ class Pipeline:
         stateful = list(self.router.stateful())
         for decoder in stateful:
             decoder.begin()
+        self.commands.begin()
         context: CommandContext | None = None
         try:
             with self.engine.begin() as conn:
@@ -361,6 +362,7 @@ class Pipeline:
             self._stale.update(touched)
             for decoder in stateful:
                 decoder.rollback()
+            self.commands.rollback()
             raise
         for decoder in stateful:
             decoder.commit()
