@@ -15,12 +15,13 @@ import pytest
 import sqlalchemy as sa
 
 from bridge.config import parse_broker_url
+from bridge.contract import request_topic, response_topic
 from bridge.service import commands
+from bridge.service.budget import BURST
 from bridge.service.command_context import CommandContext
 from bridge.service.messages import Event, Inbound
 from bridge.service.mqtt import MqttLink
 from bridge.service.pipeline import Pipeline
-from bridge.store import lease
 from bridge.store.instances import Instances
 from bridge.store.queries import create_tables, open_database
 from bridge.store.schema import instances
@@ -60,8 +61,8 @@ def pipeline(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipelin
         yield started
 
 
-def _request(payload: bytes) -> Inbound:
-    return Inbound("spc/bridge/request/operator/resubscribe", payload, datetime.now(timezone.utc), None, 1)
+def _request(payload: bytes, command: str = "resubscribe", delivery_id: int = 1) -> Inbound:
+    return Inbound(request_topic("operator", command), payload, datetime.now(timezone.utc), None, delivery_id)
 
 
 def test_a_committed_command_asks_for_subscription_changes(pipeline: Pipeline) -> None:
@@ -93,8 +94,7 @@ def test_a_command_holds_its_batch_against_another_writer(pipeline: Pipeline, da
 
     monkeypatch.setitem(commands._COMMANDS, "read_then_other_writer", _read_then_other_writer)
     try:
-        done = pipeline.process([Inbound("spc/bridge/request/operator/read_then_other_writer", b"{}",
-                                         datetime.now(timezone.utc), None, 1)])
+        done = pipeline.process([_request(b"{}", "read_then_other_writer")])
         assert '"status":"ok"' in done.events[-1].payload
         heartbeat.join(15)
         assert not heartbeat.is_alive()
@@ -114,17 +114,16 @@ def test_a_batch_rolled_back_costs_its_requests_nothing(pipeline: Pipeline, monk
                                           _context: CommandContext) -> tuple[dict[str, Any], list[Event]]:
         nonlocal calls
         calls += 1
-        if calls == commands.Budget().burst:
+        if calls == BURST:
             conn.connection.dbapi_connection.close()
         return {}, []
 
     monkeypatch.setitem(commands._COMMANDS, "flaky", _lose_the_connection_at_the_burst)
-    requests = [Inbound("spc/bridge/request/operator/flaky", json.dumps({"transaction": k}).encode(),
-                        datetime.now(timezone.utc), None, 1 + k) for k in range(25)]
+    requests = [_request(json.dumps({"transaction": k}).encode(), "flaky", 1 + k) for k in range(25)]
     failed = pipeline.process(requests)
     assert failed.events == [] and failed.retry == requests
     done = pipeline.process(failed.retry)
-    statuses = Counter(json.loads(e.payload)["status"] for e in done.events if "/response/" in e.topic)
+    statuses = Counter(json.loads(e.payload)["status"] for e in done.events if e.topic == response_topic("operator", "flaky"))
     assert statuses == {"ok": 20, "busy": 5} and pipeline.commands.busy == 5
 
 
@@ -136,8 +135,6 @@ def test_a_command_that_waits_too_long_for_a_lock_is_retried_not_refused(
     with admin.begin() as conn:
         name = conn.execute(sa.text("SELECT current_database()")).scalar_one()
         conn.execute(sa.text(f'ALTER DATABASE "{name}" SET lock_timeout = 300'))
-    lease.create_table(admin, instances)
-    Instances(admin, "test-bridge", "standby", 5).beat(1)
     standby = instances.c.instance == "standby"
 
     def _update_standby(conn: Any, _user: str, _payload: bytes, _now: str,
@@ -145,9 +142,10 @@ def test_a_command_that_waits_too_long_for_a_lock_is_retried_not_refused(
         return {"rows": conn.execute(instances.update().where(standby).values(room=0)).rowcount}, []
 
     monkeypatch.setitem(commands._COMMANDS, "update_standby", _update_standby)
-    request = Inbound("spc/bridge/request/operator/update_standby", b"{}", datetime.now(timezone.utc), None, 1)
+    request = _request(b"{}", "update_standby")
     try:
         with started_pipeline(postgresql_database) as pipeline:
+            Instances(admin, "test-bridge", "standby", 5).beat(1)
             with admin.begin() as holder:
                 holder.execute(sa.select(instances).where(standby).with_for_update()).all()
                 waited = pipeline.process([request])
